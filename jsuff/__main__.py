@@ -1,0 +1,5 @@
+import sys
+
+from jsuff.cli import main
+
+sys.exit(main())

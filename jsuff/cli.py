@@ -1,0 +1,69 @@
+"""The ``jsuff`` command line: thin, it parses, calls the library and prints.
+
+Each subcommand is a pair ``_add_<name>(subparsers)`` / ``_cmd_<name>(args) -> int`` listed in
+``_COMMANDS``. Errors that jsuff raises for bad input (``ModelError``, ``AudioError`` ...) are
+printed as one line on stderr with exit code 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+
+def _add_models(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help="list the supported architectures and converters")
+    p.set_defaults(func=_cmd_models)
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from jsuff.models import architectures
+
+    archs = architectures()
+    try:
+        from converters import supported
+    except ImportError:  # the torch extra is optional
+        convs = {}
+    else:
+        convs = supported()
+    width = max([len(n) for n in archs] + [4])
+    for name, a in archs.items():
+        mark = "convert" if name in convs else "       "
+        print(f"{name:<{width}}  {mark}  {a.description}")
+    return 0
+
+
+_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_models]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="jsuff", description="Minimal sufficient signals for audio classifiers."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in _COMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from jsuff.models.base import ModelError
+
+    expected: tuple[type[BaseException], ...] = (ModelError,)
+    try:
+        from jsuff.audio import AudioError
+
+        expected += (AudioError,)
+    except ImportError:
+        pass
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except expected as e:
+        print(f"jsuff: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
