@@ -1,0 +1,354 @@
+"""Figures, listening files and one self-contained HTML page for a study directory.
+
+``write_report(study_dir)`` reads what :func:`jsuff.study.run_study` wrote and produces, under
+``study_dir/report/``:
+
+* ``index.html``: the tables, the figures (embedded as PNG data URIs, so the page is one file) and
+  an audio player for each listed sufficient signal beside its original clip;
+* ``figures/*.png``: the same figures as files (transfer matrix with n and intervals, incoming and
+  outgoing rates with flat-earther flags, mutual information beside accuracy, and per-clip
+  spectrograms with the sufficient mask and the responsibility map);
+* ``audio/<model>/clip_<i>_{original,sufficient}.wav``: what the models heard.
+
+Example:
+    >>> write_report("runs/genre")     # doctest: +SKIP
+    PosixPath('runs/genre/report/index.html')
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jsuff.audio import write_wav
+from jsuff.study import (
+    StudyArrays,
+    iter_explanations,
+    load_arrays,
+    load_npz,
+    read_tables,
+    save_text,
+)
+
+MAX_CLIPS_PER_MODEL = 6
+
+
+def _mpl():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig: Any) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    _mpl().close(fig)
+    return buf.getvalue()
+
+
+# ----------------------------------------------------------------------------------------------
+# Figures (each returns PNG bytes)
+# ----------------------------------------------------------------------------------------------
+
+
+def _pivot(pairs: Any, names: Sequence[str], col: str) -> np.ndarray:
+    mat = np.full((len(names), len(names)), np.nan)
+    for _, r in pairs.iterrows():
+        mat[names.index(r["source"]), names.index(r["target"])] = r[col]
+    return mat
+
+
+def transfer_figure(pairs: Any, names: Sequence[str], title: str) -> bytes:
+    """Heatmap of T[f, g] with each cell's rate, interval and n."""
+    plt = _mpl()
+    rate = _pivot(pairs, names, "rate")
+    lo = _pivot(pairs, names, "ci_low")
+    hi = _pivot(pairs, names, "ci_high")
+    cnt = _pivot(pairs, names, "n")
+    k = len(names)
+    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * k, 1.2 + 1.1 * k))
+    im = ax.imshow(rate, vmin=0, vmax=1, cmap="viridis")
+    for f in range(k):
+        for g in range(k):
+            if np.isnan(rate[f, g]):
+                ax.text(g, f, "n=0", ha="center", va="center", fontsize=7, color="gray")
+                continue
+            txt = f"{rate[f, g]:.2f}\n[{lo[f, g]:.2f},{hi[f, g]:.2f}]\nn={int(cnt[f, g])}"
+            ax.text(g, f, txt, ha="center", va="center", fontsize=7, color="white" if rate[f, g] < 0.6 else "black")
+    ax.set_xticks(range(k), names, rotation=35, ha="right")
+    ax.set_yticks(range(k), names)
+    ax.set_xlabel("listener g (plays f's sufficient signal)")
+    ax.set_ylabel("source f (whose sufficient signal)")
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, fraction=0.046, label="T(f→g)")
+    return _png(fig)
+
+
+def rates_figure(models: Any, flags: Any | None) -> bytes:
+    """Incoming and outgoing transfer rates per model with intervals; flagged models marked."""
+    plt = _mpl()
+    names = list(models["model"])
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(2 + 1.1 * len(names), 3.6))
+    for off, kind, color in ((-0.2, "outgoing", "tab:blue"), (0.2, "incoming", "tab:orange")):
+        v = models[kind].to_numpy(float)
+        err = np.abs(np.stack([v - models[f"{kind}_ci_low"].to_numpy(float), models[f"{kind}_ci_high"].to_numpy(float) - v]))
+        ax.bar(x + off, v, 0.4, yerr=np.nan_to_num(err), capsize=3, label=kind, color=color)
+    if flags is not None and "flag" in flags:
+        flagged = set(flags.loc[flags["flag"].astype(bool), "model"])
+        for i, n in enumerate(names):
+            if n in flagged:
+                ax.annotate("flat-earther", (i, 1.02), ha="center", fontsize=8, color="crimson", annotation_clip=False)
+    ax.set_xticks(x, names, rotation=30, ha="right")
+    ax.set_ylim(0, 1.1)
+    ax.set_ylabel("transfer rate")
+    ax.legend(fontsize=8, loc="upper left")
+    ax.set_title("outgoing (others accept f's signals) / incoming (f accepts others')")
+    return _png(fig)
+
+
+def info_figure(info: Any, metrics: Any | None) -> bytes:
+    """Per model: accuracy beside the mutual information its sufficient signals carry."""
+    plt = _mpl()
+    names = list(dict.fromkeys(info["source"]))
+    mi_col = "mi_source_target"
+    mi_true = "mi_true_target" if "mi_true_target" in info else None
+    fig, ax = plt.subplots(figsize=(2 + 1.2 * len(names), 3.6))
+    x = np.arange(len(names))
+    series: list[tuple[str, np.ndarray]] = []
+    if metrics is not None:
+        acc = metrics.set_index("model").reindex(names)["accuracy"].to_numpy(float)
+        series.append(("accuracy (original clips)", acc))
+    off_diag = info[info["source"] != info["target"]]
+    series.append(("mean I(c_f(x); c_g(x_S^f)) over g≠f [bits]", off_diag.groupby("source")[mi_col].mean().reindex(names).to_numpy(float)))
+    if mi_true:
+        series.append(("mean I(y; c_g(x_S^f)) over g≠f [bits]", off_diag.groupby("source")[mi_true].mean().reindex(names).to_numpy(float)))
+    w = 0.8 / len(series)
+    for j, (lab, v) in enumerate(series):
+        ax.bar(x - 0.4 + w * (j + 0.5), v, w, label=lab)
+    ax.set_xticks(x, names, rotation=30, ha="right")
+    ax.legend(fontsize=7, loc="upper left")
+    ax.set_title("what accuracy shows beside what mutual information shows")
+    return _png(fig)
+
+
+def clip_figure(
+    waveform: np.ndarray, mask: np.ndarray, responsibility: np.ndarray, sample_rate: int, title: str
+) -> bytes:
+    """The clip's spectrum or spectrogram with the sufficient mask and the responsibility map."""
+    plt = _mpl()
+    fig, axes = plt.subplots(3, 1, figsize=(7.5, 6.2), sharex=mask.ndim == 1)
+    if mask.ndim == 1 and mask.shape[0] == waveform.shape[0] // 2 + 1:
+        freqs = np.fft.rfftfreq(waveform.shape[0], 1.0 / sample_rate)
+        mag = 20 * np.log10(np.abs(np.fft.rfft(waveform)) + 1e-9)
+        axes[0].plot(freqs, mag, lw=0.5, color="0.4")
+        axes[0].set_ylabel("|X| (dB)")
+        axes[1].fill_between(freqs, 0, mask.astype(float), step="mid", color="tab:green")
+        axes[1].set_ylabel("kept")
+        axes[2].plot(freqs, responsibility, lw=0.6, color="tab:purple")
+        axes[2].set_ylabel("responsibility")
+        axes[2].set_xlabel("frequency (Hz)")
+    else:
+        axes[0].specgram(waveform, Fs=sample_rate, NFFT=512, noverlap=384, cmap="magma")
+        axes[0].set_ylabel("Hz")
+        m = mask if mask.ndim == 2 else mask[None, :]
+        r = responsibility if responsibility.ndim == 2 else responsibility[None, :]
+        axes[1].imshow(m, aspect="auto", origin="lower", cmap="Greens", interpolation="nearest")
+        axes[1].set_ylabel("kept")
+        axes[2].imshow(r, aspect="auto", origin="lower", cmap="magma", interpolation="nearest")
+        axes[2].set_ylabel("responsibility")
+    axes[0].set_title(title, fontsize=9)
+    fig.tight_layout()
+    return _png(fig)
+
+
+# ----------------------------------------------------------------------------------------------
+# The page
+# ----------------------------------------------------------------------------------------------
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
+table{border-collapse:collapse;font-size:12px;margin:.5em 0 1.5em}
+td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}
+th{background:#f3f3f3}
+img{max-width:100%;display:block;margin:.5em 0}
+.clip{border-top:1px solid #ddd;padding:.5em 0}
+audio{height:32px;vertical-align:middle}
+.flag{color:crimson;font-weight:bold}
+"""
+
+
+def _img(png: bytes, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+
+
+def _table(frame: Any, max_rows: int = 200) -> str:
+    shown = frame.head(max_rows)
+    note = f"<p>({len(frame) - max_rows} more rows in the CSV)</p>" if len(frame) > max_rows else ""
+    return shown.to_html(index=False, float_format=lambda v: f"{v:.3f}", border=0, na_rep="–") + note
+
+
+def write_report(study_dir: str | Path, *, max_clips: int = MAX_CLIPS_PER_MODEL) -> Path:
+    """Write ``study_dir/report/`` (see the module docstring); returns the HTML page's path."""
+    root = Path(study_dir)
+    arrays = load_arrays(root)
+    tables = read_tables(root)
+    meta = json.loads((root / "study.json").read_text())
+    sr = int(meta["config"]["data"]["sample_rate"])
+    out = root / "report"
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    names = list(arrays.model_names)
+    task = meta["config"]["task"]
+
+    figs: list[tuple[str, str, bytes]] = []
+    if "pairs" in tables:
+        figs.append(("transfer", "Transfer matrix T(f→g)", transfer_figure(tables["pairs"], names, f"{task}: T(f→g)")))
+    if "models" in tables:
+        figs.append(("rates", "Incoming and outgoing rates", rates_figure(tables["models"], tables.get("flat_earthers"))))
+    if "information" in tables:
+        figs.append(("information", "Mutual information beside accuracy", info_figure(tables["information"], tables.get("metrics"))))
+    for key, _, png in figs:
+        (out / "figures" / f"{key}.png").write_bytes(png)
+
+    clips_html = _clip_sections(root, out, arrays, sr, max_clips)
+
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>jsuff report: {html.escape(task)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>jsuff study: {html.escape(task)}</h1>",
+        f"<p>{len(names)} models × {len(arrays.paths)} clips. Labels: {html.escape(', '.join(arrays.label_names))}.</p>",
+    ]
+    if "task" in tables:
+        parts += ["<h2>Task summary</h2>", _table(tables["task"])]
+    for key, title, png in figs:
+        parts += [f"<h2>{html.escape(title)}</h2>", _img(png, title)]
+    for key, title in (
+        ("pairs", "Transfer per ordered pair"),
+        ("models", "Per model: outgoing and incoming rates"),
+        ("flat_earthers", "Flat-earther screening"),
+        ("metrics", "Accuracy, precision, recall on the original clips"),
+        ("information", "Information per ordered pair (bits)"),
+        ("baselines", "Baselines: empty signal, sufficient-set sizes"),
+    ):
+        if key in tables:
+            parts += [f"<h2>{html.escape(title)}</h2>", _table(tables[key])]
+    failures = root / "data" / "failures.csv"
+    if failures.exists():
+        import pandas as pd
+
+        fail = pd.read_csv(failures)
+        parts.append(f"<h2>Files that could not be read ({len(fail)})</h2>")
+        parts.append(_table(fail) if len(fail) else "<p>None.</p>")
+    parts += ["<h2>Listen: sufficient signals</h2>", clips_html, "</body></html>"]
+    page = out / "index.html"
+    save_text(page, "\n".join(parts))
+    return page
+
+
+def _clip_sections(root: Path, out: Path, arrays: StudyArrays, sr: int, max_clips: int) -> str:
+    clips = load_npz(root / "data" / "clips.npz")["waveforms"]
+    blocks = []
+    for fi, name in enumerate(arrays.model_names):
+        model_meta = _model_rate(root, name)
+        shown = 0
+        blocks.append(f"<h3>{html.escape(name)}</h3>")
+        for batch in iter_explanations(root, name):
+            for j, i in enumerate(batch["index"]):
+                if shown >= max_clips:
+                    break
+                if not batch["verified"][j]:
+                    continue
+                i = int(i)
+                rate = model_meta or sr
+                adir = out / "audio" / name
+                adir.mkdir(parents=True, exist_ok=True)
+                orig_rel = f"audio/{name}/clip_{i:04d}_original.wav"
+                suff_rel = f"audio/{name}/clip_{i:04d}_sufficient.wav"
+                write_wav(out / orig_rel, clips[i], sr)
+                write_wav(out / suff_rel, batch["sufficient"][j], rate)
+                lab = arrays.label_names[arrays.original[fi, i]]
+                agree = [g for gi, g in enumerate(arrays.model_names) if arrays.labels[fi, gi, i] == arrays.original[fi, i] and gi != fi]
+                png = clip_figure(
+                    _resampled(clips[i], sr, rate, batch["sufficient"].shape[1]),
+                    batch["mask"][j],
+                    batch["responsibility"][j],
+                    rate,
+                    f"{name} · clip {i} · label {lab} · kept {batch['size_fraction'][j]:.1%} of the grid",
+                )
+                (out / "figures" / f"clip_{name}_{i:04d}.png").write_bytes(png)
+                blocks.append(
+                    "<div class='clip'>"
+                    f"<p><b>clip {i}</b> ({html.escape(Path(arrays.paths[i]).name)}) → {html.escape(lab)}; "
+                    f"kept {batch['size_fraction'][j]:.1%} of the grid, {batch['energy_fraction'][j]:.1%} of the energy; "
+                    f"other models that agree: {html.escape(', '.join(agree) or 'none')}</p>"
+                    f"<p>original <audio controls preload='none' src='{orig_rel}'></audio> "
+                    f"sufficient <audio controls preload='none' src='{suff_rel}'></audio></p>"
+                    f"{_img(png, f'clip {i} of {name}')}</div>"
+                )
+                shown += 1
+        if shown == 0:
+            blocks.append("<p>No verified sufficient signal to show.</p>")
+    return "\n".join(blocks)
+
+
+def _model_rate(root: Path, name: str) -> int | None:
+    meta = json.loads((root / "study.json").read_text())
+    for m in meta["config"]["models"]:
+        if m["name"] == name:
+            p = Path(m["path"]) / "model.json"
+            if p.exists():
+                return int(json.loads(p.read_text())["sample_rate"])
+    return None
+
+
+def _resampled(x: np.ndarray, sr: int, rate: int, length: int) -> np.ndarray:
+    from jsuff.audio import resample
+    from jsuff.models.base import InputPolicy, fit_length
+
+    y = resample(x, sr, rate) if sr != rate else x
+    return fit_length(y, InputPolicy(length=length))
+
+
+def summary_text(study_dir: str | Path, tables: Mapping[str, Any] | None = None) -> str:
+    """A short plain-text summary (transfer matrix, flat-earthers, MI beside accuracy)."""
+    root = Path(study_dir)
+    tables = tables or read_tables(root)
+    arrays = load_arrays(root)
+    names = list(arrays.model_names)
+    lines = []
+    if "pairs" in tables:
+        mat = _pivot(tables["pairs"], names, "rate")
+        w = max(len(n) for n in names) + 2
+        lines.append("Transfer matrix T(f→g) (rows: source f, columns: listener g)")
+        lines.append(" " * w + "".join(f"{n[:9]:>10}" for n in names))
+        for f, n in enumerate(names):
+            lines.append(f"{n:<{w}}" + "".join(f"{v:>10.2f}" if not np.isnan(v) else f"{'–':>10}" for v in mat[f]))
+    if "task" in tables:
+        t = tables["task"].iloc[0].to_dict()
+        lines.append(
+            "mean over ordered pairs f≠g: "
+            + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in t.items())
+        )
+    if "flat_earthers" in tables:
+        fe = tables["flat_earthers"]
+        lines.append("Flat-earther screening:")
+        lines.append(fe.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    if "metrics" in tables and "information" in tables:
+        info = tables["information"]
+        off = info[info["source"] != info["target"]]
+        mi = off.groupby("source")["mi_source_target"].mean()
+        met = tables["metrics"].set_index("model")
+        lines.append("Accuracy beside mean transferred MI (bits):")
+        for n in names:
+            lines.append(f"  {n:<16} accuracy {met.loc[n, 'accuracy']:.3f}   MI {mi.get(n, float('nan')):.3f}")
+    return "\n".join(lines)
