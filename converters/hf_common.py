@@ -70,11 +70,12 @@ class HFCheckpoint:
     files: list[Path]
 
 
-def read_hf_folder(folder: str | Path) -> HFCheckpoint:
+def read_hf_folder(folder: str | Path, config_file: str | Path | None = None) -> HFCheckpoint:
     """Read ``config.json``, the weights and ``preprocessor_config.json`` of a HF model folder.
 
     Args:
         folder: a directory written by ``save_pretrained`` (or downloaded from the Hub).
+        config_file: a config JSON to use instead of ``folder/config.json`` (``--config``).
 
     Returns:
         An :class:`HFCheckpoint`.
@@ -91,7 +92,7 @@ def read_hf_folder(folder: str | Path) -> HFCheckpoint:
     root = Path(folder)
     if not root.is_dir():
         raise ConversionError(f"{root} is not a Hugging Face model folder (not a directory)")
-    config_path = root / CONFIG_FILE
+    config_path = Path(config_file) if config_file is not None else root / CONFIG_FILE
     config = read_json(config_path, "Hugging Face config")
     if not isinstance(config, dict):
         raise ConversionError(f"{config_path} does not hold a JSON object")

@@ -40,6 +40,16 @@ def test_safetensors_folder(tmp_path):
     assert [p.name for p in ckpt.files] == ["config.json", "model.safetensors", "preprocessor_config.json"]
 
 
+def test_config_file_override(tmp_path):
+    root = _folder(tmp_path / "m", {"model_type": "toy"})
+    save_file(_SD, str(root / "model.safetensors"))
+    (root / "config.json").unlink()
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"model_type": "hubert"}))
+    ckpt = read_hf_folder(root, config_file=other)
+    assert ckpt.config == {"model_type": "hubert"} and ckpt.files[0] == other
+
+
 def test_safetensors_preferred_over_bin(tmp_path):
     torch = pytest.importorskip("torch")
     root = _folder(tmp_path)
