@@ -10,28 +10,16 @@ transformers = pytest.importorskip("transformers")
 
 from jsuff.cli import main  # noqa: E402
 from jsuff.models import load_model  # noqa: E402
+from tests.tiny_hf import GENRES, TINY  # noqa: E402
 
-GENRES = ["blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock"]
 SR = 16000
 
 
 @pytest.fixture(scope="module")
 def hf_folder(tmp_path_factory):
     """A HuBERT classifier shaped like DistilHuBERT (2 layers, no projection layer norm)."""
-    config = transformers.HubertConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=37,
-        conv_dim=(8, 8),
-        conv_kernel=(10, 3),
-        conv_stride=(5, 2),
-        num_conv_pos_embeddings=16,
-        num_conv_pos_embedding_groups=2,
-        classifier_proj_size=8,
-        feat_proj_layer_norm=False,
-        id2label=dict(enumerate(GENRES)),
-    )
+    sizes = {k: v for k, v in TINY.items() if k != "num_labels"}
+    config = transformers.HubertConfig(**sizes, feat_proj_layer_norm=False, id2label=dict(enumerate(GENRES)))
     torch.manual_seed(0)
     model = transformers.HubertForSequenceClassification(config).eval()
     with torch.no_grad():  # the default init leaves the head near zero; make labels differ

@@ -30,24 +30,10 @@ from converters.hf_wav2vec2 import FEATURE_EXTRACTOR_DEFAULTS, HUBERT_DEFAULTS, 
 from jsuff.models import ModelError, load_model  # noqa: E402
 from jsuff.models.base import flatten  # noqa: E402
 from jsuff.models.wav2vec2 import ACTIVATIONS, W2V2Config, Wav2Vec2Classifier, normalize_waveform  # noqa: E402
+from tests.tiny_hf import GENRES, TINY  # noqa: E402
 
 ATOL = 1e-4
 SR = 16000
-TINY = dict(
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=2,
-    intermediate_size=37,
-    conv_dim=(8, 8),
-    conv_kernel=(10, 3),
-    conv_stride=(5, 2),
-    num_conv_pos_embeddings=16,
-    num_conv_pos_embedding_groups=2,
-    classifier_proj_size=8,
-    num_labels=3,
-)
-GENRES = ["blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock"]
-
 # name -> (model_type, config overrides, preprocessor_config or None for "no file")
 VARIANTS = {
     # base models: group-norm extractor, post-LN encoder, no conv bias
