@@ -314,16 +314,18 @@ def test_default_tables_match_transformers():
 class _SpeechClassifier(torch.nn.Module):
     """The widely copied ``Wav2Vec2ForSpeechClassification``: pool, dense, tanh, out_proj."""
 
-    def __init__(self, config, pooling_mode):
+    def __init__(self, model_type, config, pooling_mode):
         super().__init__()
         self.pooling_mode = pooling_mode
-        self.wav2vec2 = transformers.Wav2Vec2Model(config)
+        self.base_name = model_type  # the scripts name the encoder wav2vec2 or hubert
+        base = transformers.HubertModel if model_type == "hubert" else transformers.Wav2Vec2Model
+        setattr(self, model_type, base(config))
         self.classifier = torch.nn.Module()
         self.classifier.dense = torch.nn.Linear(config.hidden_size, config.hidden_size)
         self.classifier.out_proj = torch.nn.Linear(config.hidden_size, config.num_labels)
 
     def forward(self, values):
-        h = self.wav2vec2(values).last_hidden_state
+        h = getattr(self, self.base_name)(values).last_hidden_state
         if self.pooling_mode == "mean":
             pooled = h.mean(dim=1)
         elif self.pooling_mode == "sum":
@@ -334,27 +336,41 @@ class _SpeechClassifier(torch.nn.Module):
 
 
 @pytest.fixture(scope="module")
-def speech_classifier():
-    config = _hf_config("wav2vec2", dict(num_labels=4))
-    torch.manual_seed(1)
-    net = _SpeechClassifier(config, "mean").eval()
-    _randomize(net, seed=7)
-    return config, net
+def speech_classifiers():
+    cache = {}
+
+    def get(model_type):
+        if model_type not in cache:
+            config = _hf_config(model_type, dict(num_labels=4))
+            torch.manual_seed(1)
+            net = _SpeechClassifier(model_type, config, "mean").eval()
+            _randomize(net, seed=7)
+            cache[model_type] = config, net
+        return cache[model_type]
+
+    return get
 
 
-@pytest.mark.parametrize("pooling", ["mean", "sum", "max"])
-def test_dense_tanh_head(speech_classifier, tmp_path, pooling):
-    config, net = speech_classifier
+@pytest.mark.parametrize(
+    "model_type, architectures, pooling",
+    [
+        ("wav2vec2", ["Wav2Vec2ForSpeechClassification"], "mean"),
+        ("wav2vec2", ["Wav2Vec2ForSpeechClassification"], "sum"),
+        ("hubert", None, "max"),  # no class name: the keys say which head it is
+    ],
+)
+def test_dense_tanh_head(speech_classifiers, tmp_path, model_type, architectures, pooling):
+    config, net = speech_classifiers(model_type)
     net.pooling_mode = pooling
     folder = tmp_path / "hf"
-    config.architectures = ["Wav2Vec2ForSpeechClassification"]
     config.save_pretrained(folder)
     cfg = json.loads((folder / "config.json").read_text())
-    cfg["pooling_mode"] = pooling
+    cfg.update(pooling_mode=pooling, architectures=architectures)
     (folder / "config.json").write_text(json.dumps(cfg))
     save_file({k: v.numpy() for k, v in net.state_dict().items()}, str(folder / "model.safetensors"))
     _save_preprocessor(folder, {"do_normalize": True})
     model = convert(folder, tmp_path / "m")
+    assert model.arch == model_type
     assert model.config["head"] == "dense_tanh" and model.config["pooling_mode"] == pooling
     x = _waves()
     values = _feature_extractor(folder)(list(x), sampling_rate=SR, return_tensors="pt").input_values
