@@ -171,9 +171,13 @@ def _prepare(
     converted here: eager JAX ops would compile once per clip count.
     """
     names = ["x", "y"][: len(xs)]
+    # Lists and NumPy arrays become NumPy (no device work); JAX arrays and tracers stay as they are.
+    xs = [a if isinstance(a, jax.Array) else np.asarray(a) for a in xs]
+    if valid is not None and not isinstance(valid, jax.Array):
+        valid = np.asarray(valid)
     n = None
     for name, a in zip(names, xs):
-        dtype, shape = jnp.result_type(a), np.shape(a)
+        dtype, shape = a.dtype, a.shape
         if len(shape) != 1 or not jnp.issubdtype(dtype, jnp.integer) or dtype == jnp.bool_:
             raise LabelArrayError(
                 f"{name} must be a 1-D integer label array, got {dtype}{list(shape)}"
@@ -181,10 +185,9 @@ def _prepare(
         if n is not None and shape[0] != n:
             raise LabelArrayError(f"x and y must have the same length, got {n} and {shape[0]}")
         n = shape[0]
-    if valid is not None and (np.shape(valid) != (n,) or jnp.result_type(valid) != jnp.bool_):
+    if valid is not None and (valid.shape != (n,) or valid.dtype != jnp.bool_):
         raise LabelArrayError(
-            f"valid must be a boolean mask of shape [{n}], got {jnp.result_type(valid)}"
-            f"{list(np.shape(valid))}"
+            f"valid must be a boolean mask of shape [{n}], got {valid.dtype}{list(valid.shape)}"
         )
     traced = _is_traced(*xs, valid)
     classes = []
@@ -211,20 +214,24 @@ def _pair_classes(num_classes: _Classes) -> tuple[int | None, int | None]:
     return num_classes, num_classes
 
 
+def _entropy_rows(t: jax.Array, estimator: str) -> jax.Array:
+    return entropy_from_counts(t.sum(1), estimator=estimator)
+
+
+def _joint(t: jax.Array, estimator: str) -> jax.Array:
+    return entropy_from_counts(t.reshape(-1), estimator=estimator)
+
+
 def _conditional(t: jax.Array, estimator: str) -> jax.Array:
-    h_xy = entropy_from_counts(t.reshape(-1), estimator=estimator)
-    return h_xy - entropy_from_counts(t.sum(0), estimator=estimator)
+    return _joint(t, estimator) - entropy_from_counts(t.sum(0), estimator=estimator)
 
 
-# What each public function computes from the contingency table, by "name/option".
+# What each public function computes from the contingency table, keyed "statistic/option".
+_BY_ESTIMATOR = {"entropy": _entropy_rows, "joint": _joint, "conditional": _conditional,
+                 "mi": mutual_information_from_table}
 _STATS = {
     "table": lambda t: t,
-    **{f"entropy/{e}": partial(lambda t, e: entropy_from_counts(t.sum(1), estimator=e), e=e)
-       for e in ESTIMATORS},
-    **{f"joint/{e}": partial(lambda t, e: entropy_from_counts(t.reshape(-1), estimator=e), e=e)
-       for e in ESTIMATORS},
-    **{f"conditional/{e}": partial(_conditional, estimator=e) for e in ESTIMATORS},
-    **{f"mi/{e}": partial(mutual_information_from_table, estimator=e) for e in ESTIMATORS},
+    **{f"{k}/{e}": partial(fn, estimator=e) for k, fn in _BY_ESTIMATOR.items() for e in ESTIMATORS},
     **{f"nmi/{v}": partial(normalized_mutual_information_from_table, variant=v)
        for v in NMI_VARIANTS},
 }

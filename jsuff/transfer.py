@@ -722,17 +722,17 @@ def flat_earthers(
         raise ValueError(f"unknown tail {tail!r}; expected one of {TAILS}")
     if not 0.0 < degenerate_fraction <= 1.0:
         raise ValueError(f"degenerate_fraction must be in (0, 1], got {degenerate_fraction}")
-    if isinstance(data, TransferResult):
-        inp, rates = data.inputs, data.overall
-    elif isinstance(data, LabelArrays):
-        inp = data
-        rates = transfer_analysis(inp.labels, inp.original, valid=inp.valid, true=inp.true,
-                                  num_classes=inp.num_classes, n_boot=0).overall
-    else:
+    if not isinstance(data, TransferResult | LabelArrays):
         raise TypeError(f"flat_earthers takes a TransferResult or LabelArrays, got {type(data)}")
+    inp = data.inputs if isinstance(data, TransferResult) else data
     m, c = inp.num_models, inp.num_classes
     if m < 3:
         raise LabelArrayError(f"flat-earther screening needs at least 3 models, got {m}")
+    if isinstance(data, TransferResult):
+        rates = data.overall
+    else:
+        rates = transfer_analysis(inp.labels, inp.original, valid=inp.valid, true=inp.true,
+                                  num_classes=c, n_boot=0).overall
     emp = None
     if empty is not None:
         emp = as_label_array("empty", empty, (m,))

@@ -43,11 +43,13 @@ def test_entropy_matches_scipy_eager_and_jit(seed):
 
 
 def test_miller_madow_entropy_hand_computed():
-    x = np.array([0, 0, 1])  # p = (2/3, 1/3), 2 occupied bins, n = 3
+    x = [0, 0, 1]  # p = (2/3, 1/3), 2 occupied bins, n = 3; a plain list is accepted
     plug = -(2 / 3) * math.log2(2 / 3) - (1 / 3) * math.log2(1 / 3)
     np.testing.assert_allclose(info.entropy(x), plug, rtol=1e-6)
     mm = plug + 1.0 / (2 * 3 * LN2)
     np.testing.assert_allclose(info.entropy(x, estimator="miller_madow"), mm, rtol=1e-6)
+    jitted = jax.jit(partial(info.entropy, num_classes=2, estimator="miller_madow"))
+    np.testing.assert_allclose(jitted(jnp.array(x)), mm, rtol=1e-6)
     # Empty bins do not count towards m.
     np.testing.assert_allclose(info.entropy(x, num_classes=7, estimator="miller_madow"), mm,
                                rtol=1e-6)
@@ -60,6 +62,8 @@ def test_joint_and_conditional_entropy_match_scipy(seed):
     np.add.at(joint, (x, y), 1)
     h_xy = scipy.stats.entropy(joint.ravel(), base=2)
     np.testing.assert_allclose(info.joint_entropy(x, y), h_xy, rtol=1e-5)
+    np.testing.assert_allclose(jax.jit(partial(info.joint_entropy, num_classes=(3, 4)))(x, y), h_xy,
+                               rtol=1e-5)
     close(info.conditional_entropy(x, y), h_xy - _h_bits(y, 4))
     f = jax.jit(partial(info.conditional_entropy, num_classes=(3, 4)))
     close(f(x, y), h_xy - _h_bits(y, 4))
@@ -128,6 +132,8 @@ def test_contingency_table_and_valid_mask():
     ok = _labels(2, 40, 3) > 0
     ref = skm.confusion_matrix(x[ok], y[ok], labels=[0, 1, 2])[:, :2]
     np.testing.assert_array_equal(info.contingency_table(x, y, num_classes=(3, 2), valid=ok), ref)
+    table = jax.jit(partial(info.contingency_table, num_classes=(3, 2)))(x, y, valid=ok)
+    np.testing.assert_array_equal(table, ref)
     # A mask is the same as dropping the samples, whatever the masked entries hold.
     junk = np.where(ok, x, 99)
     np.testing.assert_allclose(info.mutual_information(junk, y, valid=ok, num_classes=(3, 2)),
