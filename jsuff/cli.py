@@ -8,8 +8,10 @@ printed as one line on stderr with exit code 2; anything else is a bug and keeps
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 
 def _add_models(sub: argparse._SubParsersAction) -> None:
@@ -118,7 +120,81 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_models, _add_study, _add_report, _add_explain]
+def _add_convert(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "convert",
+        help="convert a PyTorch checkpoint or Hugging Face model folder to a jsuff model directory",
+    )
+    p.add_argument("src", type=Path, help="checkpoint file or Hugging Face model folder")
+    p.add_argument("--out", required=True, type=Path, help="the jsuff model directory to write")
+    p.add_argument("--arch", help="architecture (default: detected from SRC; see `jsuff models`)")
+    p.add_argument("--config", type=Path, help="a config file to use instead of the checkpoint's own")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
+    p.set_defaults(func=_cmd_convert)
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from converters import convert
+
+    model = convert(args.src, args.out, arch=args.arch, config=args.config, overwrite=args.overwrite)
+    print(f"wrote {args.out}: {model.arch}, {model.num_classes} labels, {model.sample_rate} Hz")
+    return 0
+
+
+# Clips of one length are classified together, at most this many per call (bounds memory).
+_PREDICT_BATCH = 16
+
+
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="label audio files with a jsuff model directory")
+    p.add_argument("model", type=Path, help="a jsuff model directory (see `jsuff convert`)")
+    p.add_argument("audio", type=Path, nargs="+", help="audio files")
+    p.add_argument("--json", action="store_true", help="print a JSON list of {file, label, logits}")
+    p.set_defaults(func=_cmd_predict)
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from jsuff.models import load_model
+
+    model = load_model(args.model)  # a bad directory fails before any audio is read
+    from jsuff.audio import load_audio
+
+    clips = []
+    for path in args.audio:
+        x, sr = load_audio(path, model.sample_rate)
+        clips.append(model.prepare(x, sr))
+    by_length: dict[int, list[int]] = {}
+    for i, clip in enumerate(clips):
+        by_length.setdefault(clip.shape[-1], []).append(i)
+    logits: list[np.ndarray] = [np.empty(0)] * len(clips)
+    for indices in by_length.values():
+        for start in range(0, len(indices), _PREDICT_BATCH):
+            chunk = indices[start : start + _PREDICT_BATCH]
+            out = np.asarray(model(np.stack([clips[i] for i in chunk])))
+            for i, row in zip(chunk, out):
+                logits[i] = row
+    results = [
+        {"file": str(path), "label": model.labels[int(np.argmax(row))], "logits": [float(v) for v in row]}
+        for path, row in zip(args.audio, logits)
+    ]
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for r in results:
+            print(f"{r['file']}\t{r['label']}\t" + " ".join(f"{v:.4f}" for v in r["logits"]))
+    return 0
+
+
+_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_models,
+    _add_convert,
+    _add_predict,
+    _add_explain,
+    _add_study,
+    _add_report,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -72,8 +72,8 @@ def transfer_figure(pairs: Any, names: Sequence[str], title: str) -> bytes:
     """Heatmap of T[f, g] with each cell's rate, interval and n."""
     plt = _mpl()
     rate = _pivot(pairs, names, "rate")
-    lo = _pivot(pairs, names, "ci_low")
-    hi = _pivot(pairs, names, "ci_high")
+    lo = _pivot(pairs, names, "lo")
+    hi = _pivot(pairs, names, "hi")
     cnt = _pivot(pairs, names, "n")
     k = len(names)
     fig, ax = plt.subplots(figsize=(1.6 + 1.3 * k, 1.2 + 1.1 * k))
@@ -102,10 +102,10 @@ def rates_figure(models: Any, flags: Any | None) -> bytes:
     fig, ax = plt.subplots(figsize=(2 + 1.1 * len(names), 3.6))
     for off, kind, color in ((-0.2, "outgoing", "tab:blue"), (0.2, "incoming", "tab:orange")):
         v = models[kind].to_numpy(float)
-        err = np.abs(np.stack([v - models[f"{kind}_ci_low"].to_numpy(float), models[f"{kind}_ci_high"].to_numpy(float) - v]))
+        err = np.abs(np.stack([v - models[f"{kind}_lo"].to_numpy(float), models[f"{kind}_hi"].to_numpy(float) - v]))
         ax.bar(x + off, v, 0.4, yerr=np.nan_to_num(err), capsize=3, label=kind, color=color)
-    if flags is not None and "flag" in flags:
-        flagged = set(flags.loc[flags["flag"].astype(bool), "model"])
+    if flags is not None and "flat_earther" in flags:
+        flagged = set(flags.loc[flags["flat_earther"].astype(bool), "model"])
         for i, n in enumerate(names):
             if n in flagged:
                 ax.annotate("flat-earther", (i, 1.02), ha="center", fontsize=8, color="crimson", annotation_clip=False)
@@ -121,8 +121,8 @@ def info_figure(info: Any, metrics: Any | None) -> bytes:
     """Per model: accuracy beside the mutual information its sufficient signals carry."""
     plt = _mpl()
     names = list(dict.fromkeys(info["source"]))
-    mi_col = "mi_source_target"
-    mi_true = "mi_true_target" if "mi_true_target" in info else None
+    mi_col = "mi_source"
+    mi_true = "mi_true" if "mi_true" in info else None
     fig, ax = plt.subplots(figsize=(2 + 1.2 * len(names), 3.6))
     x = np.arange(len(names))
     series: list[tuple[str, np.ndarray]] = []
@@ -346,7 +346,7 @@ def summary_text(study_dir: str | Path, tables: Mapping[str, Any] | None = None)
     if "metrics" in tables and "information" in tables:
         info = tables["information"]
         off = info[info["source"] != info["target"]]
-        mi = off.groupby("source")["mi_source_target"].mean()
+        mi = off.groupby("source")["mi_source"].mean()
         met = tables["metrics"].set_index("model")
         lines.append("Accuracy beside mean transferred MI (bits):")
         for n in names:

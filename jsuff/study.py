@@ -708,7 +708,7 @@ def compute_tables(arrays: StudyArrays, cfg: StudyConfig | None = None) -> dict[
         )
         tables["pairs"] = result.pairs_frame()
         tables["models"] = result.models_frame()
-        tables["task"] = result.to_frame()
+        tables["task"] = result.task_frame()
         tables["flat_earthers"] = flat_earthers(result, empty=arrays.empty, threshold=threshold)
         tables["information"] = pairwise_information(
             arrays.labels, arrays.original, true=true, valid=valid, num_classes=c, model_names=names
