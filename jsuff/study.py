@@ -709,7 +709,8 @@ def compute_tables(arrays: StudyArrays, cfg: StudyConfig | None = None) -> dict[
         tables["pairs"] = result.pairs_frame()
         tables["models"] = result.models_frame()
         tables["task"] = result.task_frame()
-        tables["flat_earthers"] = flat_earthers(result, empty=arrays.empty, threshold=threshold)
+        if len(names) >= 3:  # outlier statistics need at least three models to compare
+            tables["flat_earthers"] = flat_earthers(result, empty=arrays.empty, threshold=threshold)
         tables["information"] = pairwise_information(
             arrays.labels, arrays.original, true=true, valid=valid, num_classes=c, model_names=names
         )
