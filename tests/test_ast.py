@@ -1,7 +1,5 @@
 """AST: tiny random transformers models -> converters.convert -> the same logits from waveforms."""
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,14 +12,19 @@ torch = pytest.importorskip("torch")
 import converters  # noqa: E402
 from converters import hf_ast  # noqa: E402
 from converters.common import ConversionError  # noqa: E402
-from jsuff.models import load_model  # noqa: E402
 from jsuff.models.ast import AST, ASTConfig  # noqa: E402
 from tests.hf_tiny import (  # noqa: E402
+    assert_bad_folder_refused,
+    assert_batch_vmap_loop_agree,
+    assert_hidden_states_agree,
+    builder,
     copy_folder,
-    edit_json,
-    edit_weights,
+    drop_tensor,
+    put_tensor,
     randomize_,
     save_folder,
+    set_json,
+    truncate_weights,
     waveforms,
 )
 
@@ -55,17 +58,7 @@ def _reference(variant: str, seed: int = 0):
 
 @pytest.fixture(scope="module")
 def build(tmp_path_factory):
-    """variant -> (torch model, extractor, HF folder, jsuff model loaded back from its directory)."""
-
-    @functools.cache
-    def built(variant: str):
-        model, fe = _reference(variant)
-        root = tmp_path_factory.mktemp(variant)
-        folder = save_folder(model, fe, root / "hf")
-        converters.convert(folder, root / "jsuff")
-        return model, fe, folder, load_model(root / "jsuff")
-
-    return built
+    return builder(tmp_path_factory, _reference)
 
 
 @pytest.fixture(scope="module", params=sorted(VARIANTS))
@@ -113,10 +106,8 @@ def test_hidden_states_match_per_layer(converted):
     feats = fe(list(waveforms(2, 12000)), sampling_rate=16000, return_tensors="pt")["input_values"]
     with torch.no_grad():
         ref = model(feats, output_hidden_states=True).hidden_states
-    ours = states(jm.params, jnp.asarray(feats.numpy()))
-    assert len(ours) == len(ref) == model.config.num_hidden_layers + 1
-    for i, (a, b) in enumerate(zip(ours, ref, strict=True)):
-        np.testing.assert_allclose(np.asarray(a), b.numpy(), atol=1e-4, rtol=0, err_msg=f"hidden state {i}")
+    assert len(ref) == model.config.num_hidden_layers + 1
+    assert_hidden_states_agree(states(jm.params, jnp.asarray(feats.numpy())), ref)
 
 
 def test_bin_checkpoint_with_transformers5_names(tmp_path):
@@ -128,17 +119,7 @@ def test_bin_checkpoint_with_transformers5_names(tmp_path):
 
 
 def test_jit_and_vmap(build):
-    # Eager op-by-op execution of a whole model costs seconds of per-op compilation on a small
-    # CPU; jit-versus-eager is checked on the front ends (test_frontends.py), which hold every
-    # shape-dependent Python branch. Here: batched == vmapped == a loop, all compiled.
-    jm = build("base")[3]
-    clips = jnp.asarray(waveforms(3, 8000, seed=7))
-    batched = jm(clips)
-    one = jax.jit(jm.apply)
-    loop = np.concatenate([np.asarray(one(jm.params, clips[i : i + 1])) for i in range(3)])
-    mapped = jax.jit(jax.vmap(lambda p, x: jm.apply(p, x[None])[0], in_axes=(None, 0)))(jm.params, clips)
-    np.testing.assert_allclose(np.asarray(mapped), loop, atol=1e-5, rtol=0)
-    np.testing.assert_allclose(np.asarray(batched), loop, atol=1e-5, rtol=0)
+    assert_batch_vmap_loop_agree(build("base")[3], waveforms(3, 8000, seed=7))
 
 
 def test_detect(build, tmp_path):
@@ -150,70 +131,35 @@ def test_detect(build, tmp_path):
 # Bad checkpoints: one clear error naming the problem, nothing at DEST
 # ------------------------------------------------------------------------------------------------
 
-_KEY = "audio_spectrogram_transformer.encoder.layer.1.intermediate.dense.weight"
-
-
-def _drop(sd):
-    sd.pop(_KEY)
-    return sd
-
-
-def _extra(sd):
-    sd["audio_spectrogram_transformer.encoder.layer.1.surprise"] = np.zeros(3, np.float32)
-    return sd
-
-
-def _reshape(sd):
-    sd[_KEY] = np.zeros((36, 32), np.float32)
-    return sd
-
-
-def _corrupt(folder):
-    path = folder / "model.safetensors"
-    path.write_bytes(path.read_bytes()[:200])
+_P = "audio_spectrogram_transformer."
+_KEY = _P + "encoder.layer.1.intermediate.dense.weight"
 
 
 BAD = {
-    "missing": (lambda f: edit_weights(f, _drop), ["missing", "layers/1/mlp/fc1/kernel"]),
-    "extra": (lambda f: edit_weights(f, _extra), ["unexpected", "layer.1.surprise"]),
-    "shape": (lambda f: edit_weights(f, _reshape), ["mis-shaped", _KEY, "(32, 36)", "(32, 37)"]),
-    "corrupt": (_corrupt, ["cannot read checkpoint", "model.safetensors"]),
-    "class": (
-        lambda f: edit_json(f / "config.json", architectures=["ASTModel"]),
-        ["unsupported model class ASTModel"],
-    ),
-    "type": (lambda f: edit_json(f / "config.json", model_type="vit"), ["model_type is 'vit'"]),
+    "missing": (drop_tensor(_KEY), ["missing", "layers/1/mlp/fc1/kernel"]),
+    "extra": (put_tensor(_P + "encoder.layer.1.surprise", (3,)), ["unexpected", "layer.1.surprise"]),
+    "shape": (put_tensor(_KEY, (36, 32)), ["mis-shaped", _KEY, "(32, 36)", "(32, 37)"]),
+    "corrupt": (truncate_weights, ["cannot read checkpoint", "model.safetensors"]),
+    "class": (set_json("config.json", architectures=["ASTModel"]), ["unsupported model class ASTModel"]),
+    "type": (set_json("config.json", model_type="vit"), ["model_type is 'vit'"]),
     "no-preprocessor": (lambda f: (f / "preprocessor_config.json").unlink(), ["preprocessor_config.json"]),
     "extractor": (
-        lambda f: edit_json(f / "preprocessor_config.json", feature_extractor_type="WhisperFeatureExtractor"),
+        set_json("preprocessor_config.json", feature_extractor_type="WhisperFeatureExtractor"),
         ["WhisperFeatureExtractor"],
     ),
-    "frames": (lambda f: edit_json(f / "preprocessor_config.json", max_length=100), ["max_length=100"]),
+    "frames": (set_json("preprocessor_config.json", max_length=100), ["max_length=100"]),
 }
 
 
 @pytest.mark.parametrize("kind", sorted(BAD))
 def test_bad_checkpoint_is_named_and_nothing_written(build, tmp_path, kind):
-    folder = copy_folder(build("base")[2], tmp_path / "hf")
-    damage, needles = BAD[kind]
-    damage(folder)
-    dest = tmp_path / "out"
-    with pytest.raises(ConversionError) as err:
-        converters.convert(folder, dest, arch="ast")
-    for needle in needles:
-        assert needle in str(err.value), (needle, str(err.value))
-    assert not dest.exists()
-    assert [p.name for p in tmp_path.iterdir()] == ["hf"]  # no temporary directory left either
+    assert_bad_folder_refused(build("base")[2], tmp_path, *BAD[kind], arch="ast")
 
 
 def test_all_key_problems_in_one_error(build, tmp_path):
     folder = copy_folder(build("base")[2], tmp_path / "hf")
-
-    def damage(sd):
-        sd.pop("classifier.dense.bias")
-        return _extra(_reshape(sd))
-
-    edit_weights(folder, damage)
+    for damage in (drop_tensor("classifier.dense.bias"), BAD["extra"][0], BAD["shape"][0]):
+        damage(folder)
     with pytest.raises(ConversionError) as err:
         converters.convert(folder, tmp_path / "out")
     msg = str(err.value)

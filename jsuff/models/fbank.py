@@ -18,6 +18,11 @@ runs where torchaudio is absent):
 
 The waveform is used as given: AST's extractor does not rescale to the 16-bit integer range.
 
+Precision: float32 throughout (torchaudio's path is float32 too; the NumPy path float64). Log
+energies match the NumPy path to ~1e-6 typically; bands that hold ~1e-6 of a frame's energy (a
+loud tone over faint noise, the lowest bands after pre-emphasis) move by up to ~1e-3, because
+rounding the windowed frame to float32 already perturbs them that much.
+
 Example:
     >>> import jax.numpy as jnp
     >>> kaldi_fbank(jnp.zeros((2, 16000)), FbankConfig(num_mel_bins=16)).shape
