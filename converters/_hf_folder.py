@@ -155,7 +155,8 @@ class HFClassifier:
         self._check(src, hf, ckpt.preprocessor)
         hf = apply_defaults(hf, self.config_defaults)
         labels = id2label_labels(hf)
-        family = self.jsuff_config(hf, apply_defaults(ckpt.preprocessor, self.extractor_defaults), len(labels), src)
+        pre = apply_defaults(ckpt.preprocessor, self.extractor_defaults)
+        family = self.jsuff_config(hf, pre, len(labels), src)
         cfg = family.to_dict()
         params = map_state_dict(ckpt.state_dict, self.rules, expected_shapes(self.arch, cfg), source=str(src))
         return finish(
@@ -190,7 +191,6 @@ class HFClassifier:
     def detect(self, src: Path) -> bool:
         """Whether ``src`` is a folder whose ``config.json`` has this ``model_type``."""
         return detect_model_type(src) == self.model_type
-
 
 
 def dense_rules(torch: str, flax: str, transform: str = "linear") -> list[Rule]:

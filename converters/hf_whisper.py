@@ -113,6 +113,9 @@ detect = HF.detect
 
 register_converter(
     Converter(
-        "whisper", convert, detect, "Hugging Face WhisperForAudioClassification folder (config.json + weights)"
+        "whisper",
+        convert,
+        detect,
+        "Hugging Face WhisperForAudioClassification folder (config.json + weights)",
     )
 )

@@ -155,3 +155,21 @@ def truncate_weights(folder: Path) -> None:
 
 def set_json(name: str, **changes):
     return lambda folder: edit_json(folder / name, **changes)
+
+
+def strip_defaults(folder: Path, config_defaults: dict, extractor_defaults: dict) -> list[str]:
+    """Delete every key whose value is the class default from both JSON files (as hand-written
+    or older configs leave them out); returns the keys deleted."""
+    gone = []
+    for name, defaults in [
+        ("config.json", config_defaults),
+        ("preprocessor_config.json", extractor_defaults),
+    ]:
+        path = folder / name
+        data = json.loads(path.read_text())
+        for key, value in defaults.items():
+            if key in data and data[key] == value:
+                del data[key]
+                gone.append(key)
+        path.write_text(json.dumps(data))
+    return gone

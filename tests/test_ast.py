@@ -20,10 +20,12 @@ from tests.hf_tiny import (  # noqa: E402
     builder,
     copy_folder,
     drop_tensor,
+    edit_json,
     put_tensor,
     randomize_,
     save_folder,
     set_json,
+    strip_defaults,
     truncate_weights,
     waveforms,
 )
@@ -82,7 +84,7 @@ def test_defaults_match_transformers():
     for k, v in hf_ast.EXTRACTOR_DEFAULTS.items():
         assert getattr(fe, k) == v, k
     ours = ASTConfig()
-    for k in ("hidden_size", "num_hidden_layers", "layer_norm_eps", "max_length", "num_mel_bins", "patch_size"):
+    for k in ("hidden_size", "num_hidden_layers", "layer_norm_eps", "max_length", "num_mel_bins"):
         assert getattr(ours, k) == hf_ast.CONFIG_DEFAULTS[k], k
     assert (ours.mean, ours.std) == (fe.mean, fe.std)
 
@@ -116,6 +118,18 @@ def test_bin_checkpoint_with_transformers5_names(tmp_path):
     jm = converters.convert(folder, None, arch="ast")
     clips = waveforms(2, 8000, seed=5)
     np.testing.assert_allclose(np.asarray(jm(clips)), _torch_logits(model, fe, clips), atol=1e-4, rtol=0)
+
+
+def test_json_defaults_applied_and_config_override(build, tmp_path):
+    _, _, folder, jm = build("base")
+    bare = copy_folder(folder, tmp_path / "bare")
+    gone = strip_defaults(bare, hf_ast.CONFIG_DEFAULTS, hf_ast.EXTRACTOR_DEFAULTS)
+    assert {"hidden_act", "layer_norm_eps", "qkv_bias", "sampling_rate", "do_normalize"} <= set(gone)
+    assert converters.convert(bare, None).config == jm.config
+    override = tmp_path / "config.json"
+    override.write_text((folder / "config.json").read_text())
+    edit_json(override, id2label={"0": "w", "1": "x", "2": "y", "3": "z"})
+    assert converters.convert(folder, None, config=override).labels == ("w", "x", "y", "z")
 
 
 def test_jit_and_vmap(build):

@@ -17,11 +17,13 @@ from tests.hf_tiny import (  # noqa: E402
     assert_batch_vmap_loop_agree,
     assert_hidden_states_agree,
     builder,
+    copy_folder,
     drop_tensor,
     put_tensor,
     randomize_,
     save_folder,
     set_json,
+    strip_defaults,
     truncate_weights,
     waveforms,
 )
@@ -111,6 +113,14 @@ def test_bin_checkpoint(tmp_path):
     jm = converters.convert(folder, None, arch="whisper")
     clips = waveforms(3, 8000, seed=5)
     np.testing.assert_allclose(np.asarray(jm(clips)), _torch_logits(model, fe, clips), atol=1e-4, rtol=0)
+
+
+def test_json_defaults_applied(build, tmp_path):
+    _, _, folder, jm = build("base")
+    bare = copy_folder(folder, tmp_path / "bare")
+    gone = strip_defaults(bare, hf_whisper.CONFIG_DEFAULTS, hf_whisper.EXTRACTOR_DEFAULTS)
+    assert {"num_mel_bins", "use_weighted_layer_sum", "activation_function", "n_fft"} <= set(gone)
+    assert converters.convert(bare, None).config == jm.config
 
 
 def test_jit_and_vmap(build):

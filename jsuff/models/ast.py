@@ -90,7 +90,10 @@ class ASTConfig(DictConfig):
 
     @property
     def fbank(self) -> FbankConfig:
-        return FbankConfig(sample_rate=self.sample_rate, num_mel_bins=self.num_mel_bins, window_type="hanning")
+        # AST's extractor asks Kaldi for "hanning" (symmetric Hann), not Kaldi's default "povey".
+        return FbankConfig(
+            sample_rate=self.sample_rate, num_mel_bins=self.num_mel_bins, window_type="hanning"
+        )
 
     @property
     def grid(self) -> tuple[int, int]:

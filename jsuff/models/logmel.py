@@ -135,10 +135,13 @@ def mel_filter_bank(
     if norm not in (None, "slaney"):
         raise ModelError(f"mel filter norm must be None or 'slaney', got {norm!r}")
     if num_frequency_bins < 2 or num_mel_filters < 1:
-        raise ModelError(f"need >= 2 frequency bins and >= 1 filter, got {num_frequency_bins}, {num_mel_filters}")
+        raise ModelError(
+            f"need >= 2 frequency bins and >= 1 filter, got {num_frequency_bins}, {num_mel_filters}"
+        )
     if not 0.0 <= min_frequency <= max_frequency:
         raise ModelError(f"need 0 <= min_frequency <= max_frequency, got {min_frequency}, {max_frequency}")
-    edges_mel = np.linspace(hz_to_mel(min_frequency, mel_scale), hz_to_mel(max_frequency, mel_scale), num_mel_filters + 2)
+    lowest, highest = hz_to_mel(min_frequency, mel_scale), hz_to_mel(max_frequency, mel_scale)
+    edges_mel = np.linspace(lowest, highest, num_mel_filters + 2)
     edges_hz = mel_to_hz(edges_mel, mel_scale)
     bins_hz = np.arange(num_frequency_bins) * (sample_rate / (2.0 * (num_frequency_bins - 1)))
     if triangularize_in_mel_space:
@@ -166,7 +169,7 @@ def window(name: str, length: int, *, periodic: bool) -> np.ndarray:
     symmetric one (Kaldi, ``np.hanning``). Povey is Kaldi's symmetric Hann raised to 0.85.
 
     Example:
-        >>> window("hann", 4, periodic=True).tolist()
+        >>> window("hann", 4, periodic=True).round(6).tolist()
         [0.0, 0.5, 1.0, 0.5]
     """
     denom = length if periodic else length - 1
