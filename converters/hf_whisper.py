@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from converters import Converter, register_converter
-from converters._hf_folder import HFClassifier, dense_rules, norm_rules
+from converters._hf_classifier import HFClassifier, dense_rules, norm_rules
 from converters.common import ConversionError
 from jsuff.models.base import ModelError
 from jsuff.models.whisper import WhisperConfig

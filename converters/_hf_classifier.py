@@ -1,107 +1,22 @@
-"""Hugging Face model folders for the AST and Whisper converters.
+"""The family-independent part of the AST and Whisper converters.
 
-TODO(merge): use converters.hf_common. :func:`read_hf_folder` is the only function here that
-reads a folder; :func:`detect_model_type`, :func:`id2label_labels` and :func:`apply_defaults`
-are named after their ``hf_common`` counterparts so that swapping is an import change.
-:class:`HFClassifier` is the family-independent part both converters share (checking the
-model type, class and feature extractor, applying defaults, mapping keys, writing) and stays.
-
-Example:
-    >>> apply_defaults({"a": 1}, {"a": 0, "b": 2})
-    {'a': 1, 'b': 2}
+:class:`HFClassifier` checks the model type, class and feature extractor, applies the config
+class's defaults, maps keys and writes the model; folder reading is :mod:`converters.hf_common`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
-from converters.common import ConversionError, finish, map_state_dict, read_json, read_state_dict
+from converters.common import ConversionError, finish, map_state_dict, read_json
+from converters.hf_common import PREPROCESSOR_FILE, apply_defaults, detect_model_type, id2label_labels, read_hf_folder
 from jsuff.models.base import Model, expected_shapes
 
-CONFIG_FILE = "config.json"
-PREPROCESSOR_FILE = "preprocessor_config.json"
 Rule = tuple[str, str, str]
-_WEIGHTS = ("model.safetensors", "pytorch_model.bin")  # safetensors first: no torch, no pickle
-
-
-@dataclasses.dataclass(frozen=True)
-class HFCheckpoint:
-    """What a Hugging Face model folder holds.
-
-    Attributes:
-        config: ``config.json`` as written (defaults not applied).
-        state_dict: torch key -> NumPy array.
-        preprocessor: ``preprocessor_config.json``, ``{}`` when absent.
-        files: the files read (their checksums go into the converted model's ``source``).
-    """
-
-    config: dict[str, Any]
-    state_dict: dict[str, np.ndarray]
-    preprocessor: dict[str, Any]
-    files: list[Path]
-
-
-def read_hf_folder(folder: str | Path) -> HFCheckpoint:
-    """Read ``config.json``, ``model.safetensors`` (or ``pytorch_model.bin``) and the preprocessor config.
-
-    Raises:
-        ConversionError: not a directory, no config or weights, or a file that cannot be parsed.
-    """
-    root = Path(folder)
-    if not root.is_dir():
-        raise ConversionError(f"{root} is not a Hugging Face model folder (not a directory)")
-    config = read_json(root / CONFIG_FILE, "Hugging Face config")
-    weights = next((root / w for w in _WEIGHTS if (root / w).is_file()), None)
-    if weights is None:
-        raise ConversionError(f"no weights in {root}: looked for {', '.join(_WEIGHTS)}")
-    files = [root / CONFIG_FILE, weights]
-    preprocessor: dict[str, Any] = {}
-    if (root / PREPROCESSOR_FILE).is_file():
-        preprocessor = read_json(root / PREPROCESSOR_FILE, "preprocessor config")
-        files.append(root / PREPROCESSOR_FILE)
-    for name, obj in ((CONFIG_FILE, config), (PREPROCESSOR_FILE, preprocessor)):
-        if not isinstance(obj, dict):
-            raise ConversionError(f"{root / name} does not hold a JSON object")
-    return HFCheckpoint(config, read_state_dict(weights), preprocessor, files)
-
-
-def detect_model_type(folder: str | Path) -> str | None:
-    """``model_type`` from ``folder/config.json``, ``None`` for anything else (never raises)."""
-    try:
-        config = json.loads((Path(folder) / CONFIG_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    return config.get("model_type") if isinstance(config, dict) else None
-
-
-def id2label_labels(config: Mapping[str, Any]) -> list[str]:
-    """Labels by class id from ``id2label``; ``LABEL_i`` for ``num_labels`` (default 2) without it.
-
-    Example:
-        >>> id2label_labels({"id2label": {"1": "b", "0": "a"}})
-        ['a', 'b']
-    """
-    id2label = config.get("id2label")
-    if not id2label:
-        return [f"LABEL_{i}" for i in range(int(config.get("num_labels", 2)))]
-    try:
-        by_id = {int(k): str(v) for k, v in dict(id2label).items()}
-    except (TypeError, ValueError):
-        raise ConversionError(f"config id2label has non-integer ids: {id2label!r}") from None
-    if sorted(by_id) != list(range(len(by_id))):
-        raise ConversionError(f"config id2label ids must be 0..{len(by_id) - 1}, got {sorted(by_id)}")
-    return [by_id[i] for i in range(len(by_id))]
-
-
-def apply_defaults(config: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
-    """``defaults`` overridden by what ``config`` sets (the config class's defaults applied)."""
-    return {**defaults, **config}
 
 
 @dataclasses.dataclass(frozen=True)
