@@ -44,6 +44,9 @@ def _add_zoo(sub: argparse._SubParsersAction) -> None:
     ls = zsub.add_parser("list", help="the members, whether each can be built, recorded accuracy")
     ls.add_argument("--dir", metavar="DIR", help="zoo directory (default: jsuff/zoo/models)")
     ls.set_defaults(func=_cmd_zoo_list)
+    d = zsub.add_parser("data", help="write the zoo's generated dataset as WAVs (GTZAN layout)")
+    d.add_argument("out", metavar="DIR", help="folder for <class>/<class>.NNNNN.wav and manifest.csv")
+    d.set_defaults(func=_cmd_zoo_data)
 
 
 def _cmd_zoo_train(args: argparse.Namespace) -> int:
@@ -51,6 +54,15 @@ def _cmd_zoo_train(args: argparse.Namespace) -> int:
 
     result = train_zoo(args.out, only=args.only, log=print)
     print(f"trained {len(result['trained'])}, skipped {len(result['skipped'])}")
+    return 0
+
+
+def _cmd_zoo_data(args: argparse.Namespace) -> int:
+    from jsuff.zoo import write_dataset, zoo_dataset
+
+    ds = zoo_dataset()
+    root = write_dataset(args.out, ds)
+    print(f"wrote {len(ds)} clips of {', '.join(ds.class_names)} to {root}")
     return 0
 
 

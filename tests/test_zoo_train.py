@@ -19,6 +19,7 @@ from jsuff.zoo import (
     augment_batch,
     load_zoo,
     make_dataset,
+    read_dataset,
     read_zoo_json,
     train_model,
     train_zoo,
@@ -192,3 +193,12 @@ def test_zoo_cli(tmp_path, capsys):
     assert main(["zoo", "list", "--dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert all(name in out for name in ("melcnn", "rawnet2", "ast", "wav2vec2"))
+
+
+def test_zoo_data_cli_writes_the_zoo_dataset(tmp_path, monkeypatch):
+    import jsuff.zoo.registry as registry
+
+    monkeypatch.setattr(registry, "N_PER_CLASS", (1, 1, 0))
+    assert main(["zoo", "data", str(tmp_path)]) == 0
+    back = read_dataset(tmp_path)
+    np.testing.assert_allclose(back.waveforms, registry.zoo_dataset().waveforms, atol=2.0**-15)

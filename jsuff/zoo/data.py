@@ -18,7 +18,8 @@ Building blocks:
 
 * *note(f0, tilt)*: a harmonic tone ``sum_k a_k sin(2 pi k f0 t + phi_k)`` over every harmonic
   ``k f0 < min(7 kHz, 0.45 sr)`` with ``a_k = k ** -tilt`` (harmonics more than 60 dB down are
-  dropped), each ``a_k`` jittered by ``N(0, 1.5)`` dB, ``phi_k ~ U(0, 2 pi)``.
+  dropped), each ``a_k`` jittered by ``N(0, 1.5)`` dB, ``phi_k ~ U(0, 2 pi)`` (synthesised from an
+  8192-point one-period wavetable, within -65 dB of the exact sum).
   *Mid register*: ``f0 ~ LU(160, 440)`` Hz (E3 to A4). *Dull timbre*: ``tilt ~ U(1.5, 2.2)``.
 * *sustained envelope* (from the onset ``t0``): a raised-cosine attack of ``U(10, 80)`` ms, then
   ``exp(-(t - t0) / tau)`` with ``tau ~ U(0.5, 3)`` s, times a slow tremolo
@@ -38,9 +39,10 @@ index  name        where the evidence is           event
 0      ``pulse``   rhythm and tempo (envelope)     mid dull note x pulse envelope
 1      ``bright``  timbre (spectral tilt)          mid note, ``tilt ~ U(0.2, 0.7)``, sustained
 2      ``low``     pitch register                  dull note, ``f0 ~ LU(50, 100)`` Hz, sustained
-3      ``chord``   harmony (intervals)             major (0, 4, 7) or minor (0, 3, 7) triad of mid
-                                                   dull notes on a mid root, each note +-2 dB,
-                                                   sustained
+3      ``chord``   harmony (intervals)             major (0, 4, 7) or minor (0, 3, 7) triad
+                                                   (semitones) on a mid root, dull notes sharing
+                                                   one tilt, each at unit RMS times a gain of
+                                                   ``U(-2, 2)`` dB, sustained
 4      ``hiss``    noise texture (band noise)      band noise, sustained, plus a mid dull note
                                                    ``U(-12, -6)`` dB below it, sustained
 =====  ==========  ==============================  =================================================
@@ -51,8 +53,8 @@ Shared nuisance, the same for every class:
 2. random pitch within the ranges above, random timbre jitter, random envelope shape;
 3. with probability 1/2 a *distractor*: the event of another class (uniform over the four others,
    drawn with its own parameters and onset) at ``U(-24, -12)`` dB relative to the event;
-4. background pink noise (power ``~ 1/f`` above 20 Hz) at an SNR of ``U(10, 30)`` dB below the
-   event (plus distractor);
+4. background pink noise (power ``~ 1/f`` above 20 Hz, flat below) at an SNR of ``U(10, 30)`` dB
+   below the event plus distractor;
 5. a random gain: the mixture's RMS is set to ``U(-32, -14)`` dBFS, then scaled down further only
    if its peak would exceed 0.99.
 
@@ -265,7 +267,8 @@ def make_clip(
     Args:
         cls: class index or name from :data:`CLASS_NAMES`.
         rng: the NumPy generator to draw from (consumed).
-        sample_rate: samples per second (at least 16 kHz keeps every partial below Nyquist).
+        sample_rate: samples per second, at least 8 kHz (partials stop at ``0.45 sr``; below
+            16 kHz the top of the noise bands is cut by Nyquist).
         duration: seconds.
 
     Returns:

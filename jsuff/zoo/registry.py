@@ -8,8 +8,10 @@ records its held-out accuracy in ``<out>/zoo.json``; members whose architecture 
 are reported as skipped, with the reason.
 
 Sizing: 5 classes x (80 train, 20 val, 20 test) one-second 16 kHz clips, i.e. 400 training
-clips, 12 steps of 32 per epoch; each member's epoch budget is chosen so that all four train in
-about ten minutes on a 2-core CPU.
+clips, 12 steps of 32 per epoch (about 3 s to generate). The models are small (tens of thousands
+of parameters) and the epoch budgets aim at all four training in about ten minutes on a 2-core
+CPU; that is an estimate from their sizes until the families land and ``jsuff zoo train`` times
+them (``train_seconds`` in ``zoo.json``).
 
 PROVISIONAL configs. The four families (mel CNN, RawNet2, AST, wav2vec2) are being ported in
 parallel; until they land, their configs below use the field names of the configs they port
