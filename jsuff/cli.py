@@ -103,7 +103,59 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_models, _add_convert, _add_predict]
+def _add_zoo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("zoo", help="the built-in model zoo: list it, or train it reproducibly")
+    zsub = p.add_subparsers(dest="zoo_command", required=True)
+    t = zsub.add_parser("train", help="train the zoo members whose architectures are registered")
+    t.add_argument("--only", nargs="+", metavar="NAME", help="train only these members")
+    t.add_argument("--out", metavar="DIR", help="zoo directory (default: jsuff/zoo/models)")
+    t.set_defaults(func=_cmd_zoo_train)
+    ls = zsub.add_parser("list", help="the members, whether each can be built, recorded accuracy")
+    ls.add_argument("--dir", metavar="DIR", help="zoo directory (default: jsuff/zoo/models)")
+    ls.set_defaults(func=_cmd_zoo_list)
+    d = zsub.add_parser("data", help="write the zoo's generated dataset as WAVs (GTZAN layout)")
+    d.add_argument("out", metavar="DIR", help="folder for <class>/<class>.NNNNN.wav and manifest.csv")
+    d.set_defaults(func=_cmd_zoo_data)
+
+
+def _cmd_zoo_train(args: argparse.Namespace) -> int:
+    from jsuff.zoo import train_zoo
+
+    result = train_zoo(args.out, only=args.only, log=print)
+    print(f"trained {len(result['trained'])}, skipped {len(result['skipped'])}")
+    return 0
+
+
+def _cmd_zoo_data(args: argparse.Namespace) -> int:
+    from jsuff.zoo import write_dataset, zoo_dataset
+
+    ds = zoo_dataset()
+    root = write_dataset(args.out, ds)
+    print(f"wrote {len(ds)} clips of {', '.join(ds.class_names)} to {root}")
+    return 0
+
+
+def _cmd_zoo_list(args: argparse.Namespace) -> int:
+    from jsuff.models import architectures
+    from jsuff.zoo import ZOO, ZooError, zoo_accuracy
+
+    try:
+        acc = zoo_accuracy(args.dir)
+    except ZooError:
+        acc = {}
+    archs = architectures()
+    for m in ZOO:
+        state = "ready  " if m.arch in archs else "no arch"
+        score = f"test acc {acc[m.name]:.3f}" if m.name in acc else "untrained"
+        print(f"{m.name:<10}  {m.arch:<10}  {state}  {score:<16}  {m.note}")
+    return 0
+
+_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_models,
+    _add_convert,
+    _add_predict,
+    _add_zoo,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
