@@ -11,15 +11,23 @@ Example:
     'tiny'
     >>> parse_pkg_source("pkg:javad", "javad") is None
     True
+    >>> Shipped("javad", "javad", {"tiny": "assets/tiny.pt"}, "tiny").matches("pkg:javad/tiny")
+    True
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from importlib import metadata
 from pathlib import Path
+from typing import Any
 
-from converters.common import ConversionError
+import numpy as np
+
+from converters.common import ConversionError, finish
+from jsuff.models.base import InputPolicy, Model
 
 PREFIX = "pkg:"
 
@@ -82,3 +90,55 @@ def pick_variant(variant: str | None, files: Mapping[str, str], default: str, so
     if chosen not in files:
         raise ConversionError(f"unknown variant in {source!r}; one of: {', '.join(files)}")
     return chosen
+
+
+@dataclasses.dataclass(frozen=True)
+class Shipped:
+    """How one package ships its checkpoints.
+
+    Attributes:
+        distribution: the PyPI name (``pkg:<distribution>``).
+        module: its top-level import name (also accepted after ``pkg:``).
+        files: variant -> file path inside the package directory.
+        default: the variant of a bare ``pkg:<distribution>``.
+    """
+
+    distribution: str
+    module: str
+    files: Mapping[str, str]
+    default: str
+
+    def matches(self, src: str | Path) -> bool:
+        return matches(src, self.distribution, self.module)
+
+    def resolve(self, src: str | Path) -> tuple[Path, str | None, dict[str, Any]]:
+        """``(file, variant, provenance)`` for a ``pkg:`` source, ``(path, None, {})`` otherwise."""
+        if not self.matches(src):
+            path = Path(src)
+            if not path.is_file():
+                raise ConversionError(f"{self.distribution} checkpoint not found: {src}")
+            return path, None, {}
+        variant = parse_pkg_source(src, self.distribution, self.module)
+        variant = pick_variant(variant, self.files, self.default, str(src))
+        path = shipped_file(self.module, self.distribution, self.files[variant])
+        info = {"package": self.distribution, "version": metadata.version(self.distribution), "variant": variant}
+        return path, variant, info
+
+
+def save(
+    arch: str,
+    config: Mapping[str, Any],
+    params: Mapping[str, np.ndarray],
+    path: Path,
+    *,
+    labels: Sequence[str],
+    sample_rate: int,
+    dest: str | Path | None,
+    overwrite: bool,
+    provenance: Mapping[str, Any],
+) -> Model:
+    """:func:`converters.common.finish` for one checkpoint file of a model that takes any length."""
+    return finish(
+        arch=arch, config=config, params=params, labels=labels, sample_rate=sample_rate, input=InputPolicy(),
+        source_files=[path], dest=dest, overwrite=overwrite, extra_source=provenance,
+    )

@@ -8,20 +8,19 @@ variant's hyper-parameters (e.g. ``{"threshold": 0.6}``).
 
 from __future__ import annotations
 
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
 from converters import Converter, register_converter
-from converters._packages import matches, parse_pkg_source, pick_variant, shipped_file
-from converters.common import ConversionError, finish, map_state_dict, read_json, read_state_dict
+from converters._packages import Shipped, save
+from converters.common import ConversionError, map_state_dict, read_json, read_state_dict
 from jsuff.models._detectors import VAD_LABELS
-from jsuff.models.base import InputPolicy, Model, expected_shapes
+from jsuff.models.base import Model, expected_shapes
 from jsuff.models.javad import SAMPLE_RATE, VARIANTS
 
 ARCH = "javad"
-DIST = MODULE = "javad"
+SHIPPED = Shipped("javad", "javad", {name: f"assets/{name}.pt" for name in VARIANTS}, "balanced")
 
 _BN = [("weight", "scale"), ("bias", "bias"), ("running_mean", "mean"), ("running_var", "var")]
 RULES = [
@@ -66,33 +65,19 @@ def _variant_of(sd: dict[str, np.ndarray], source: str) -> str:
 
 def convert(src: Path, *, dest: str | Path | None, config: Path | None = None, overwrite: bool = False) -> Model:
     """Convert a javad checkpoint (see the module docstring for the sources)."""
-    extra: dict[str, str] = {}
-    if matches(src, DIST):
-        name = pick_variant(parse_pkg_source(src, DIST), VARIANTS, "balanced", str(src))
-        path = shipped_file(MODULE, DIST, f"assets/{name}.pt")
-        extra = {"package": DIST, "version": metadata.version(DIST)}
-    else:
-        path = Path(src)
+    path, _, provenance = SHIPPED.resolve(src)
     sd = read_state_dict(path)
     variant = _variant_of(sd, str(path))
     cfg = {**VARIANTS[variant], **(read_json(config, "javad config") if config is not None else {})}
     params = map_state_dict(sd, RULES, expected_shapes(ARCH, cfg), source=str(path), ignore=IGNORE)
-    return finish(
-        arch=ARCH,
-        config=cfg,
-        params=params,
-        labels=VAD_LABELS,
-        sample_rate=SAMPLE_RATE,
-        input=InputPolicy(),
-        source_files=[path],
-        dest=dest,
-        overwrite=overwrite,
-        extra_source={"variant": variant, **extra},
+    return save(
+        ARCH, cfg, params, path, labels=VAD_LABELS, sample_rate=SAMPLE_RATE, dest=dest, overwrite=overwrite,
+        provenance={**provenance, "variant": variant},
     )
 
 
 def detect(src: Path) -> bool:
-    if matches(src, DIST):
+    if SHIPPED.matches(src):
         return True
     p = Path(src)
     return p.is_file() and p.suffix == ".pt" and p.parent.name == "assets" and p.parent.parent.name == "javad"

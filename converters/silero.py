@@ -15,21 +15,21 @@ An optional ``--config`` JSON overrides the clip rule (:class:`jsuff.models.sile
 
 from __future__ import annotations
 
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
 from converters import Converter, register_converter
-from converters._packages import matches, parse_pkg_source, pick_variant, shipped_file
-from converters.common import ConversionError, finish, linear, map_state_dict, read_json, read_state_dict
-from jsuff.models.base import InputPolicy, Model, expected_shapes
-from jsuff.models.silero import SAMPLE_RATE
+from converters._packages import Shipped, save
+from converters.common import ConversionError, linear, map_state_dict, read_json, read_state_dict
 from jsuff.models._detectors import VAD_LABELS
+from jsuff.models.base import Model, expected_shapes
+from jsuff.models.silero import SAMPLE_RATE
 
 ARCH = "silero_vad"
-DIST, MODULE = "silero-vad", "silero_vad"
-FILES = {"jit": "data/silero_vad.jit", "safetensors": "data/silero_vad_16k.safetensors"}
+SHIPPED = Shipped(
+    "silero-vad", "silero_vad", {"jit": "data/silero_vad.jit", "safetensors": "data/silero_vad_16k.safetensors"}, "jit"
+)
 
 # Keys of the TorchScript model's 16 kHz branch (after dropping "_model.").
 RULES = [
@@ -84,18 +84,9 @@ def read_silero(path: Path) -> dict[str, np.ndarray]:
     return sd
 
 
-def _resolve(src: Path) -> tuple[Path, str]:
-    if matches(src, DIST, MODULE):
-        variant = pick_variant(parse_pkg_source(src, DIST, MODULE), FILES, "jit", str(src))
-        return shipped_file(MODULE, DIST, FILES[variant]), variant
-    if not Path(src).is_file():
-        raise ConversionError(f"silero source not found: {src}")
-    return Path(src), "jit" if Path(src).suffix == ".jit" else "safetensors"
-
-
 def convert(src: Path, *, dest: str | Path | None, config: Path | None = None, overwrite: bool = False) -> Model:
     """Convert a silero-vad checkpoint (see the module docstring for the sources)."""
-    path, kind = _resolve(src)
+    path, _, provenance = SHIPPED.resolve(src)
     cfg = read_json(config, "silero config") if config is not None else {}
     params = map_state_dict(
         read_silero(path),
@@ -104,25 +95,14 @@ def convert(src: Path, *, dest: str | Path | None, config: Path | None = None, o
         source=str(path),
         transforms={"pointwise": pointwise},
     )
-    extra = {"weights": kind}
-    if matches(src, DIST, MODULE):
-        extra.update(package=DIST, version=metadata.version(DIST))
-    return finish(
-        arch=ARCH,
-        config=cfg,
-        params=params,
-        labels=VAD_LABELS,
-        sample_rate=SAMPLE_RATE,
-        input=InputPolicy(),
-        source_files=[path],
-        dest=dest,
-        overwrite=overwrite,
-        extra_source=extra,
+    return save(
+        ARCH, cfg, params, path, labels=VAD_LABELS, sample_rate=SAMPLE_RATE, dest=dest, overwrite=overwrite,
+        provenance={"weights": "jit" if path.suffix == ".jit" else "safetensors", **provenance},
     )
 
 
 def detect(src: Path) -> bool:
-    if matches(src, DIST, MODULE):
+    if SHIPPED.matches(src):
         return True
     p = Path(src)
     return p.is_file() and p.name.startswith("silero_vad") and p.suffix in (".jit", ".safetensors")

@@ -260,14 +260,10 @@ class JaVAD(nnx.Module):
         return speech_logits(jnp.max(runs, axis=-1) - self.config.threshold)
 
 
-def _build(config: Mapping[str, Any], rngs: nnx.Rngs) -> JaVAD:
-    return JaVAD(config, rngs)
-
-
 register(
     Architecture(
         "javad",
-        _build,
+        JaVAD,
         "JaVAD (javad): speech output per 10 ms frame; clip = a >= 0.3 s run above threshold",
         "javad",
     )

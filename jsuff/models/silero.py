@@ -179,14 +179,10 @@ def timestamps_found(probs: jax.Array, num_samples: int, config: SileroConfig) -
     return found | (triggered & tail)
 
 
-def _build(config: Mapping[str, Any], rngs: nnx.Rngs) -> SileroVAD:
-    return SileroVAD(config, rngs)
-
-
 register(
     Architecture(
         "silero_vad",
-        _build,
+        SileroVAD,
         "Silero VAD 16 kHz (silero-vad): speech per 32 ms chunk; clip = get_speech_timestamps non-empty",
         "silero",
     )
