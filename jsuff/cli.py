@@ -34,7 +34,29 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_models]
+def _add_convert(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("convert", help="convert a PyTorch checkpoint to a jsuff model directory")
+    p.add_argument(
+        "src",
+        help="checkpoint file, Hugging Face folder, or pkg:NAME[/VARIANT] for weights shipped in an "
+        "installed package (pkg:silero-vad, pkg:javad/tiny, pkg:pulsevad, pkg:crepe/full ...)",
+    )
+    p.add_argument("--out", required=True, help="model directory to write (atomically)")
+    p.add_argument("--arch", help="architecture, when it cannot be recognised from src (see `jsuff models`)")
+    p.add_argument("--config", help="JSON config file for the architecture")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.set_defaults(func=_cmd_convert)
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from converters import convert
+
+    model = convert(args.src, args.out, arch=args.arch, config=args.config, overwrite=args.overwrite)
+    print(f"{args.out}: {model.arch}, {model.num_classes} labels at {model.sample_rate} Hz")
+    return 0
+
+
+_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_models, _add_convert]
 
 
 def build_parser() -> argparse.ArgumentParser:

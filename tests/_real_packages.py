@@ -3,7 +3,9 @@
 * :func:`require`: skip cleanly, with the reason, when a package is not installed;
 * :func:`load_isolated`: import a package's own submodules from their files without running its
   ``__init__`` (torchcrepe's and pulsevad's import torchaudio, which cannot be imported here);
-* :func:`clips`: short synthetic 16 kHz test clips: a tone, noise, a crude speech-like signal.
+* :func:`clips`: short synthetic 16 kHz test clips: a tone, noise, a crude speech-like signal;
+* :func:`check_jit_eager_vmap`: a model's ``apply`` gives the same logits jitted, eagerly, vmapped
+  over clips and in a loop over clips.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import types
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import jax
 import numpy as np
 import pytest
 
@@ -88,3 +91,15 @@ def clips(seconds: float, seed: int = 0) -> np.ndarray:
     tone = 0.3 * np.sin(2 * np.pi * 220.0 * t)
     noise = 0.1 * np.random.default_rng(seed).standard_normal(n)
     return np.stack([tone, noise, speech_like(seconds, seed)]).astype(np.float32)
+
+
+def check_jit_eager_vmap(model, x: np.ndarray, atol: float) -> None:
+    """jit == eager on ``x[B, T]``; vmap over single clips == a loop over them == the batch."""
+    x = jax.numpy.asarray(x)
+    jitted = jax.jit(model.apply)
+    out = jitted(model.params, x)
+    np.testing.assert_allclose(out, model.apply(model.params, x), atol=atol)
+    batched = jax.jit(jax.vmap(lambda xi: model.apply(model.params, xi[None])[0]))(x)
+    loop = np.stack([jitted(model.params, x[i : i + 1])[0] for i in range(x.shape[0])])
+    np.testing.assert_allclose(batched, loop, atol=atol)
+    np.testing.assert_allclose(batched, out, atol=atol)

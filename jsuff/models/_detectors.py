@@ -91,6 +91,12 @@ def hann_window(n: int) -> np.ndarray:
     return (0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n) / n)).astype(np.float32)
 
 
+def windowed(frames: jax.Array) -> jax.Array:
+    """``frames[..., n]`` times a periodic Hann window of ``n`` (explicit broadcast: strict ranks)."""
+    n = frames.shape[-1]
+    return frames * hann_window(n).reshape((1,) * (frames.ndim - 1) + (n,))
+
+
 def _hz_to_mel(f: np.ndarray, scale: str) -> np.ndarray:
     if scale == "htk":
         return 2595.0 * np.log10(1.0 + f / 700.0)

@@ -75,7 +75,7 @@ def bin_frequency(bins: np.ndarray) -> np.ndarray:
 
     Example:
         >>> round(float(bin_frequency(0)), 2), round(float(bin_frequency(359)), 1)
-        (31.7, 1975.5)
+        (31.7, 2005.5)
     """
     return 10.0 * 2.0 ** (bin_cents(bins) / 1200.0)
 

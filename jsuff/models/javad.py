@@ -46,7 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jsuff.models._detectors import frame_signal, hann_window, mel_filters, parse_config, sliding_min, speech_logits
+from jsuff.models._detectors import frame_signal, mel_filters, parse_config, sliding_min, speech_logits, windowed
 from jsuff.models.base import Architecture, ModelError, register
 
 SAMPLE_RATE = 16000
@@ -154,7 +154,7 @@ class DirectionalConv(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         x = jax.nn.relu(self.bn(self.conv(x)))  # [B, H(mel), W(time), C]
         gram = jnp.einsum("bhwc,bgwc->bchg", x, x) * self.scale
-        y = jnp.sum(gram * self.alignment[...], axis=-1)  # [B, C, H]
+        y = jnp.sum(gram * self.alignment[None], axis=-1)  # [B, C, H]
         return self.bn2(x + jnp.transpose(y, (0, 2, 1))[:, :, None, :])
 
 
@@ -216,7 +216,7 @@ class JaVAD(nnx.Module):
         embedding = self.positional_embedding[...]
         if tokens.shape[1:] != embedding.shape:
             raise ModelError(f"javad: feature map {tokens.shape[1:]} does not fit the embedding {embedding.shape}")
-        x = tokens + embedding
+        x = tokens + embedding[None]
         for block in self.blocks:
             x = block(x)
         x = (self.ln_post(x) @ self.collapse[...])[..., 0]
@@ -226,7 +226,7 @@ class JaVAD(nnx.Module):
         """``javad.utils.log_mel_spectrogram``: ``[B, T] -> [B, n_mels, T // 160]``."""
         t = waveforms.shape[-1]
         padded = jnp.pad(waveforms, ((0, 0), (N_FFT // 2, N_FFT // 2)), mode="reflect")
-        frames = frame_signal(padded, N_FFT, HOP, t // HOP) * hann_window(N_FFT)  # last frame dropped
+        frames = windowed(frame_signal(padded, N_FFT, HOP, t // HOP))  # the last frame is dropped
         power = jnp.abs(jnp.fft.rfft(frames, axis=-1)) ** 2
         filters = mel_filters(N_FFT, self.config.n_mels, SAMPLE_RATE, 0.0, SAMPLE_RATE / 2, scale="slaney")
         mel = jnp.swapaxes(power @ filters, -1, -2)

@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jsuff.models._detectors import frame_signal, hann_window, mel_filters, parse_config, speech_logits
+from jsuff.models._detectors import frame_signal, mel_filters, parse_config, speech_logits, windowed
 from jsuff.models.base import Architecture, ModelError, register
 
 SAMPLE_RATE = 16000
@@ -126,7 +126,7 @@ class PulseVAD(nnx.Module):
         # The 400-sample window sits in the middle of each 512-sample frame; the zeros around it
         # only shift the phase, so the power spectrum of the bare 400 samples at n=512 is the same.
         offset = (N_FFT - WIN_LENGTH) // 2
-        frames = frame_signal(padded[:, offset:], WIN_LENGTH, HOP, N_FRAMES) * hann_window(WIN_LENGTH)
+        frames = windowed(frame_signal(padded[:, offset:], WIN_LENGTH, HOP, N_FRAMES))
         power = jnp.abs(jnp.fft.rfft(frames, n=N_FFT, axis=-1)) ** 2
         log_mel = jnp.log(power @ mel_filters(N_FFT, N_MELS, SAMPLE_RATE, 0.0, SAMPLE_RATE / 2, scale="htk") + EPS)
         mean = jnp.mean(log_mel, axis=1, keepdims=True)
