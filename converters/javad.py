@@ -35,7 +35,10 @@ RULES = [
     ("conv{i}.conv.bias", "conv{i}/conv/bias", "identity"),
     *[(f"conv{{i}}.{bn}.{t}", f"conv{{i}}/{bn}/{f}", "identity") for bn in ("bn", "bn2") for t, f in _BN],
     ("conv{i}.alignment.weights", "conv{i}/alignment", "identity"),
-    *[(f"blocks.{{i}}.attn.{p}.weight", f"blocks/{{i}}/{p}/kernel", "linear") for p in ("query", "key", "value", "out")],
+    *[
+        (f"blocks.{{i}}.attn.{p}.weight", f"blocks/{{i}}/{p}/kernel", "linear")
+        for p in ("query", "key", "value", "out")
+    ],
     *[(f"blocks.{{i}}.attn.{p}.bias", f"blocks/{{i}}/{p}/bias", "identity") for p in ("query", "value", "out")],
     *[(f"blocks.{{i}}.{ln}.weight", f"blocks/{{i}}/{ln}/scale", "identity") for ln in ("attn_ln", "mlp_ln")],
     *[(f"blocks.{{i}}.{ln}.bias", f"blocks/{{i}}/{ln}/bias", "identity") for ln in ("attn_ln", "mlp_ln")],
@@ -59,7 +62,9 @@ def _variant_of(sd: dict[str, np.ndarray], source: str) -> str:
     sizes = {cfg["output_dim"]: name for name, cfg in VARIANTS.items()}
     if out is None or out.shape[0] not in sizes:
         got = None if out is None else out.shape
-        raise ConversionError(f"{source} is not a javad checkpoint (head output {got}, expected one of {sorted(sizes)})")
+        raise ConversionError(
+            f"{source} is not a javad checkpoint (head output {got}, expected one of {sorted(sizes)})"
+        )
     return sizes[out.shape[0]]
 
 

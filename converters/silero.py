@@ -108,4 +108,6 @@ def detect(src: Path) -> bool:
     return p.is_file() and p.name.startswith("silero_vad") and p.suffix in (".jit", ".safetensors")
 
 
-register_converter(Converter(ARCH, convert, detect, "silero-vad: pkg:silero-vad[/jit|/safetensors] or a .jit/.safetensors file"))
+register_converter(
+    Converter(ARCH, convert, detect, "silero-vad: pkg:silero-vad[/jit|/safetensors] or a .jit/.safetensors file")
+)

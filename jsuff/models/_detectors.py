@@ -132,7 +132,8 @@ def mel_filters(
     if scale not in ("htk", "slaney"):
         raise ModelError(f"mel scale must be 'htk' or 'slaney', got {scale!r}")
     freqs = np.linspace(0.0, sample_rate / 2.0, n_fft // 2 + 1)
-    edges = _mel_to_hz(np.linspace(_hz_to_mel(np.float64(fmin), scale), _hz_to_mel(np.float64(fmax), scale), n_mels + 2), scale)
+    lo, hi = _hz_to_mel(np.float64(fmin), scale), _hz_to_mel(np.float64(fmax), scale)
+    edges = _mel_to_hz(np.linspace(lo, hi, n_mels + 2), scale)
     lower, centre, upper = edges[:-2], edges[1:-1], edges[2:]
     rise = (freqs[:, None] - lower) / (centre - lower)
     fall = (upper - freqs[:, None]) / (upper - centre)
