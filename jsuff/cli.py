@@ -37,15 +37,16 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _add_convert(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "convert",
-        help="convert a PyTorch checkpoint or Hugging Face model folder to a jsuff model directory",
+    p = sub.add_parser("convert", help="convert a PyTorch checkpoint to a jsuff model directory")
+    p.add_argument(
+        "src",
+        help="checkpoint file, Hugging Face folder, or pkg:NAME[/VARIANT] for weights shipped in an "
+        "installed package (pkg:silero-vad, pkg:javad/tiny, pkg:pulsevad, pkg:crepe/full ...)",
     )
-    p.add_argument("src", type=Path, help="checkpoint file or Hugging Face model folder")
-    p.add_argument("--out", required=True, type=Path, help="the jsuff model directory to write")
-    p.add_argument("--arch", help="architecture (default: detected from SRC; see `jsuff models`)")
-    p.add_argument("--config", type=Path, help="a config file to use instead of the checkpoint's own")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
+    p.add_argument("--out", required=True, help="model directory to write (atomically)")
+    p.add_argument("--arch", help="architecture, when it cannot be recognised from src (see `jsuff models`)")
+    p.add_argument("--config", help="JSON config file for the architecture")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=_cmd_convert)
 
 
