@@ -14,7 +14,6 @@ setup: $(VENV)/.installed setup-real
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -c constraints.txt -e ".[torch,test]" --config-settings editable_mode=compat
 	touch $@
 
