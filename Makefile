@@ -8,14 +8,21 @@ PIP     = $(BIN)/python -m pip
 # Every install passes the constraints file so nothing can upgrade torch past the local CPU wheel.
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 
-.PHONY: setup test demo clean
+.PHONY: setup setup-real test demo clean
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed setup-real
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -c constraints.txt -e ".[torch,test]" --config-settings editable_mode=compat
+	touch $@
+
+# The real detectors of docs/real_models.md. --no-deps on purpose: two of them declare torchaudio,
+# which must never be installed here; requirements-real.txt lists what they really need.
+setup-real: $(VENV)/.real-installed
+
+$(VENV)/.real-installed: requirements-real.txt constraints.txt | $(VENV)/.installed
+	$(PIP) install -q --no-deps -c constraints.txt -r requirements-real.txt
 	touch $@
 
 test: setup

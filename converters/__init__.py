@@ -84,7 +84,9 @@ def convert(
             unreadable checkpoint, or keys that do not match (all of them named at once).
     """
     src = Path(src)
-    if not src.exists():
+    # "pkg:NAME[/VARIANT]" names weights shipped inside an installed package (converters/_packages.py);
+    # the converter whose detect() recognises it locates the file.
+    if not str(src).startswith("pkg:") and not src.exists():
         raise ConversionError(f"source not found: {src}")
     convs = supported()
     if arch is None:

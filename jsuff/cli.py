@@ -121,15 +121,16 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
 
 def _add_convert(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "convert",
-        help="convert a PyTorch checkpoint or Hugging Face model folder to a jsuff model directory",
+    p = sub.add_parser("convert", help="convert a PyTorch checkpoint to a jsuff model directory")
+    p.add_argument(
+        "src",
+        help="checkpoint file, Hugging Face folder, or pkg:NAME[/VARIANT] for weights shipped in an "
+        "installed package (pkg:silero-vad, pkg:javad/tiny, pkg:pulsevad, pkg:crepe/full ...)",
     )
-    p.add_argument("src", type=Path, help="checkpoint file or Hugging Face model folder")
-    p.add_argument("--out", required=True, type=Path, help="the jsuff model directory to write")
-    p.add_argument("--arch", help="architecture (default: detected from SRC; see `jsuff models`)")
-    p.add_argument("--config", type=Path, help="a config file to use instead of the checkpoint's own")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
+    p.add_argument("--out", required=True, help="model directory to write (atomically)")
+    p.add_argument("--arch", help="architecture, when it cannot be recognised from src (see `jsuff models`)")
+    p.add_argument("--config", help="JSON config file for the architecture")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=_cmd_convert)
 
 
@@ -187,6 +188,55 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+
+
+
+def _add_zoo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("zoo", help="the built-in model zoo: list it, or train it reproducibly")
+    zsub = p.add_subparsers(dest="zoo_command", required=True)
+    t = zsub.add_parser("train", help="train the zoo members whose architectures are registered")
+    t.add_argument("--only", nargs="+", metavar="NAME", help="train only these members")
+    t.add_argument("--out", metavar="DIR", help="zoo directory (default: jsuff/zoo/models)")
+    t.set_defaults(func=_cmd_zoo_train)
+    ls = zsub.add_parser("list", help="the members, whether each can be built, recorded accuracy")
+    ls.add_argument("--dir", metavar="DIR", help="zoo directory (default: jsuff/zoo/models)")
+    ls.set_defaults(func=_cmd_zoo_list)
+    d = zsub.add_parser("data", help="write the zoo's generated dataset as WAVs (GTZAN layout)")
+    d.add_argument("out", metavar="DIR", help="folder for <class>/<class>.NNNNN.wav and manifest.csv")
+    d.set_defaults(func=_cmd_zoo_data)
+
+
+def _cmd_zoo_train(args: argparse.Namespace) -> int:
+    from jsuff.zoo import train_zoo
+
+    result = train_zoo(args.out, only=args.only, log=print)
+    print(f"trained {len(result['trained'])}, skipped {len(result['skipped'])}")
+    return 0
+
+
+def _cmd_zoo_data(args: argparse.Namespace) -> int:
+    from jsuff.zoo import write_dataset, zoo_dataset
+
+    ds = zoo_dataset()
+    root = write_dataset(args.out, ds)
+    print(f"wrote {len(ds)} clips of {', '.join(ds.class_names)} to {root}")
+    return 0
+
+
+def _cmd_zoo_list(args: argparse.Namespace) -> int:
+    from jsuff.models import architectures
+    from jsuff.zoo import ZOO, ZooError, zoo_accuracy
+
+    try:
+        acc = zoo_accuracy(args.dir)
+    except ZooError:
+        acc = {}
+    archs = architectures()
+    for m in ZOO:
+        state = "ready  " if m.arch in archs else "no arch"
+        score = f"test acc {acc[m.name]:.3f}" if m.name in acc else "untrained"
+        print(f"{m.name:<10}  {m.arch:<10}  {state}  {score:<16}  {m.note}")
+    return 0
 _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_models,
     _add_convert,
@@ -194,6 +244,9 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_explain,
     _add_study,
     _add_report,
+
+
+    _add_zoo,
 ]
 
 

@@ -1,0 +1,175 @@
+"""Helpers for parity tests against tiny random-initialised transformers models (torch on CPU).
+
+Not a test module: ``test_ast.py`` and ``test_whisper.py`` import it.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def randomize_(model: torch.nn.Module, seed: int, scale: float = 0.3) -> torch.nn.Module:
+    """Perturb every parameter in place, LayerNorm scales, tokens and position tables included.
+
+    transformers initialises LayerNorm to (1, 0) and AST's tokens and positions to 0, which
+    would hide a port that ignores them; after this every tensor matters.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=gen))
+    return model.eval()
+
+
+def save_folder(model, extractor, path: Path, *, weights: str = "safetensors") -> Path:
+    """``save_pretrained`` model and extractor into ``path``.
+
+    ``weights="bin"`` replaces ``model.safetensors`` by a ``pytorch_model.bin`` of the in-memory
+    ``state_dict`` (transformers 5 module names, where they differ from the names on disk).
+    """
+    model.save_pretrained(path)
+    extractor.save_pretrained(path)
+    if weights == "bin":
+        (path / "model.safetensors").unlink()
+        torch.save(model.state_dict(), path / "pytorch_model.bin")
+    return path
+
+
+def waveforms(n: int, length: int, seed: int = 0) -> np.ndarray:
+    """``n`` float32 clips: tones at different pitches and levels over white noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(length) / 16000.0
+    clips = []
+    for _ in range(n):
+        f0 = rng.uniform(100.0, 3000.0)
+        tone = rng.uniform(0.05, 0.5) * np.sin(2 * np.pi * f0 * t + rng.uniform(0, 6.28))
+        noise = rng.uniform(0.005, 0.1) * rng.standard_normal(length)
+        clips.append(tone + noise)
+    return np.asarray(clips, np.float32)
+
+
+def edit_json(path: Path, **changes) -> None:
+    data = json.loads(path.read_text())
+    data.update(changes)
+    path.write_text(json.dumps(data))
+
+
+def copy_folder(src: Path, dest: Path) -> Path:
+    shutil.copytree(src, dest)
+    return dest
+
+
+def edit_weights(folder: Path, edit) -> None:
+    """Rewrite ``folder/model.safetensors`` as ``edit(state_dict)`` returns it."""
+    from safetensors.numpy import load_file, save_file
+
+    path = folder / "model.safetensors"
+    save_file(edit(dict(load_file(str(path)))), str(path))
+
+
+def builder(tmp_path_factory, reference):
+    """A cached ``variant -> (torch model, extractor, HF folder, jsuff model)``.
+
+    ``reference(variant)`` returns the torch model and its extractor; the folder is converted
+    through the public path and the jsuff model is loaded back from the directory written.
+    """
+    import converters
+    from jsuff.models import load_model
+
+    @functools.cache
+    def built(variant: str):
+        model, fe = reference(variant)
+        root = tmp_path_factory.mktemp(variant)
+        folder = save_folder(model, fe, root / "hf")
+        converters.convert(folder, root / "jsuff")
+        return model, fe, folder, load_model(root / "jsuff")
+
+    return built
+
+
+def assert_batch_vmap_loop_agree(jm, clips: np.ndarray) -> None:
+    """Batched (jitted) == vmapped over single clips == a Python loop of single-clip calls.
+
+    Eager op-by-op execution of a whole model costs seconds of per-op compilation on a small CPU;
+    jit-versus-eager is checked on the front ends (test_frontends.py), which hold every
+    shape-dependent branch.
+    """
+    import jax
+
+    x = jax.numpy.asarray(clips)
+    batched = np.asarray(jm(x))
+    one = jax.jit(jm.apply)
+    loop = np.concatenate([np.asarray(one(jm.params, x[i : i + 1])) for i in range(len(clips))])
+    mapped = jax.jit(jax.vmap(lambda p, c: jm.apply(p, c[None])[0], in_axes=(None, 0)))(jm.params, x)
+    np.testing.assert_allclose(np.asarray(mapped), loop, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(batched, loop, atol=1e-5, rtol=0)
+
+
+def assert_hidden_states_agree(ours, ref) -> None:
+    assert len(ours) == len(ref)
+    for i, (a, b) in enumerate(zip(ours, ref, strict=True)):
+        np.testing.assert_allclose(np.asarray(a), b.numpy(), atol=1e-4, rtol=0, err_msg=f"hidden state {i}")
+
+
+def assert_bad_folder_refused(folder: Path, tmp_path: Path, damage, needles, arch: str) -> None:
+    """Copy ``folder``, ``damage`` it, and check the conversion error names every needle and
+    that nothing (not even a temporary directory) is left beside the would-be destination."""
+    import pytest
+
+    import converters
+    from converters.common import ConversionError
+
+    bad = copy_folder(folder, tmp_path / "hf")
+    damage(bad)
+    dest = tmp_path / "out"
+    with pytest.raises(ConversionError) as err:
+        converters.convert(bad, dest, arch=arch)
+    for needle in needles:
+        assert needle in str(err.value), (needle, str(err.value))
+    assert not dest.exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["hf"]
+
+
+# Damage for bad-checkpoint tests: each returns ``folder -> None``.
+
+
+def drop_tensor(key: str):
+    return lambda folder: edit_weights(folder, lambda sd: {k: v for k, v in sd.items() if k != key})
+
+
+def put_tensor(key: str, shape: tuple[int, ...]):
+    """Add ``key`` (an extra tensor) or replace it (a wrong shape) with zeros of ``shape``."""
+    return lambda folder: edit_weights(folder, lambda sd: {**sd, key: np.zeros(shape, np.float32)})
+
+
+def truncate_weights(folder: Path) -> None:
+    path = folder / "model.safetensors"
+    path.write_bytes(path.read_bytes()[:200])
+
+
+def set_json(name: str, **changes):
+    return lambda folder: edit_json(folder / name, **changes)
+
+
+def strip_defaults(folder: Path, config_defaults: dict, extractor_defaults: dict) -> list[str]:
+    """Delete every key whose value is the class default from both JSON files (as hand-written
+    or older configs leave them out); returns the keys deleted."""
+    gone = []
+    for name, defaults in [
+        ("config.json", config_defaults),
+        ("preprocessor_config.json", extractor_defaults),
+    ]:
+        path = folder / name
+        data = json.loads(path.read_text())
+        for key, value in defaults.items():
+            if key in data and data[key] == value:
+                del data[key]
+                gone.append(key)
+        path.write_text(json.dumps(data))
+    return gone
