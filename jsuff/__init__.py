@@ -1,6 +1,11 @@
 """jsuff: minimal sufficient signals for audio classifiers, and whether models agree on them."""
 
+from jsuff.audio import AudioError, load_audio, resample, validate_waveform, write_wav
+from jsuff.domains import RFFT, STFT, Coefficients, Domain, Time, get_domain
+from jsuff.explain import Explanation, explain, explain_many
+from jsuff.extract import ExtractConfig, Extraction, Oracle
 from jsuff.models import InputPolicy, Model, ModelError, load_model
+from jsuff.search import SearchConfig, SearchResult, responsibility_loop, responsibility_maps
 
 # Transferability and information statistics (jsuff.transfer, jsuff.info).
 from jsuff import info, transfer
@@ -14,8 +19,32 @@ from jsuff.transfer import LabelArrayError, TransferResult, flat_earthers, trans
 
 __version__ = "0.1.0"
 
-__all__ = ["InputPolicy", "Model", "ModelError", "load_model"]
-__all__ += [
+__all__ = [
+    "RFFT",
+    "STFT",
+    "AudioError",
+    "Coefficients",
+    "Domain",
+    "Explanation",
+    "ExtractConfig",
+    "Extraction",
+    "InputPolicy",
+    "Model",
+    "ModelError",
+    "Oracle",
+    "SearchConfig",
+    "SearchResult",
+    "Time",
+    "explain",
+    "explain_many",
+    "get_domain",
+    "load_audio",
+    "load_model",
+    "resample",
+    "responsibility_loop",
+    "responsibility_maps",
+    "validate_waveform",
+    "write_wav",
     "LabelArrayError",
     "TransferResult",
     "classification_metrics",

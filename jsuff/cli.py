@@ -244,8 +244,6 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_explain,
     _add_study,
     _add_report,
-
-
     _add_zoo,
 ]
 

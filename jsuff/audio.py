@@ -1,0 +1,159 @@
+"""Audio in and out: files to float32 mono arrays at a chosen rate, with one clear error type.
+
+Everything that reads or checks audio raises :class:`AudioError` (a ``ValueError``) whose message
+names the file or array and the problem: missing, empty, undecodable, zero-length, non-finite.
+
+* :func:`load_audio` reads wav/flac/ogg/mp3 with ``soundfile`` (integer PCM is scaled to [-1, 1)
+  by the decoder), downmixes to mono by averaging channels and resamples on request.
+* :func:`validate_waveform` checks an in-memory array the same way and returns it as float32.
+* :func:`resample` changes the rate along the last axis (``soxr`` through librosa).
+* :func:`write_wav` writes float32 WAV, so a sufficient signal round-trips without clipping.
+
+Example:
+    >>> import numpy as np, tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "tone.wav")
+    >>> write_wav(path, np.sin(np.arange(800, dtype=np.float32) / 5), 8000)
+    >>> x, sr = load_audio(path, sample_rate=16000)
+    >>> x.dtype, x.shape, sr
+    (dtype('float32'), (1600,), 16000)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["AudioError", "load_audio", "resample", "validate_waveform", "write_wav"]
+
+
+class AudioError(ValueError):
+    """Audio that jsuff cannot use; the message names the file or array and the problem."""
+
+
+def _finite_or_raise(x: np.ndarray, name: str) -> None:
+    bad = ~np.isfinite(x)
+    if bad.any():
+        kinds = [k for k, hit in (("NaN", np.isnan(x).any()), ("Inf", np.isinf(x).any())) if hit]
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise AudioError(
+            f"{name} contains non-finite values ({' and '.join(kinds)}; {int(bad.sum())} of "
+            f"{x.size} samples, first at index {first if len(first) > 1 else first[0]})"
+        )
+
+
+def validate_waveform(x: np.ndarray, name: str = "waveform") -> np.ndarray:
+    """Check a waveform (``[T]`` or ``[B, T]``) and return it as contiguous float32.
+
+    Integer arrays are read as PCM and scaled to [-1, 1) (``uint8`` is offset-binary, as in WAV).
+
+    Args:
+        x: the samples; anything ``np.asarray`` accepts (JAX arrays included).
+        name: what to call it in error messages (a file name, ``"clip 3"``...).
+
+    Returns:
+        ``np.float32`` array of the same shape.
+
+    Raises:
+        AudioError: not numeric, not 1-D or 2-D, zero-length, or with NaN/Inf samples.
+
+    Example:
+        >>> validate_waveform(np.array([0, 16384, -32768], dtype=np.int16)).tolist()
+        [0.0, 0.5, -1.0]
+    """
+    try:
+        a = np.asarray(x)
+    except Exception as e:  # ragged lists and the like
+        raise AudioError(f"{name} is not an array of samples: {e}") from None
+    if a.dtype == np.uint8:
+        a = (a.astype(np.float32) - 128.0) / 128.0
+    elif np.issubdtype(a.dtype, np.integer):
+        a = a.astype(np.float32) / float(2 ** (8 * a.dtype.itemsize - 1))
+    elif not np.issubdtype(a.dtype, np.floating):
+        raise AudioError(f"{name} has dtype {a.dtype}; expected real floating-point or integer PCM samples")
+    if a.ndim not in (1, 2):
+        raise AudioError(f"{name} has shape {a.shape}; expected [T] (one clip) or [B, T] (a batch)")
+    if a.shape[-1] == 0 or a.size == 0:
+        raise AudioError(f"{name} is zero-length (shape {a.shape})")
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    _finite_or_raise(a, name)
+    return a
+
+
+def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
+    """Resample along the last axis with soxr (high quality); float32 out.
+
+    Example:
+        >>> resample(np.zeros(16000, np.float32), 16000, 8000).shape
+        (8000,)
+    """
+    import librosa
+
+    if sr_in <= 0 or sr_out <= 0:
+        raise AudioError(f"sample rates must be positive, got {sr_in} -> {sr_out}")
+    a = np.asarray(x, dtype=np.float32)
+    if int(sr_in) == int(sr_out):
+        return a
+    y = librosa.resample(a, orig_sr=int(sr_in), target_sr=int(sr_out), res_type="soxr_hq", axis=-1)
+    return np.ascontiguousarray(y, dtype=np.float32)
+
+
+def load_audio(path: str | os.PathLike, sample_rate: int | None = None) -> tuple[np.ndarray, int]:
+    """Read an audio file as float32 mono, resampled to ``sample_rate`` when given.
+
+    Args:
+        path: a wav, flac, ogg or mp3 file (anything libsndfile decodes).
+        sample_rate: the rate wanted; ``None`` keeps the file's.
+
+    Returns:
+        ``(waveform[T], rate)``.
+
+    Raises:
+        AudioError: the file is missing, empty, cannot be decoded, has no samples or has
+            non-finite samples. The message names the file.
+
+    Example:
+        >>> load_audio("/no/such.wav")
+        Traceback (most recent call last):
+        ...
+        jsuff.audio.AudioError: /no/such.wav: file not found
+    """
+    import soundfile as sf
+
+    p = Path(path)
+    if not p.exists():
+        raise AudioError(f"{p}: file not found")
+    if not p.is_file():
+        raise AudioError(f"{p}: not a regular file")
+    if p.stat().st_size == 0:
+        raise AudioError(f"{p}: file is empty (0 bytes)")
+    try:
+        data, sr = sf.read(str(p), dtype="float32", always_2d=True)
+    except Exception as e:  # libsndfile reports many kinds of failure; the user needs the reason
+        raise AudioError(f"{p}: cannot decode audio ({type(e).__name__}: {e})") from None
+    if data.shape[0] == 0:
+        raise AudioError(f"{p}: decodes to zero samples")
+    mono = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
+    mono = validate_waveform(mono, name=str(p))
+    if sample_rate is not None and int(sample_rate) != int(sr):
+        mono = resample(mono, int(sr), int(sample_rate))
+        sr = int(sample_rate)
+    return mono, int(sr)
+
+
+def write_wav(path: str | os.PathLike, x: np.ndarray, sr: int) -> Path:
+    """Write a mono (``[T]``) or multi-channel (``[T, ch]``) float32 WAV file; returns the path.
+
+    Float WAV keeps the exact samples (a sufficient signal may exceed [-1, 1]).
+    """
+    import soundfile as sf
+
+    a = np.asarray(x, dtype=np.float32)
+    if a.ndim not in (1, 2) or a.shape[0] == 0:
+        raise AudioError(f"cannot write {path}: expected a non-empty [T] or [T, ch] array, got {a.shape}")
+    _finite_or_raise(a, f"audio for {path}")
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(p), a, int(sr), subtype="FLOAT", format="WAV")
+    return p

@@ -1,0 +1,278 @@
+"""The entry point: explain a classifier's label on a clip by a minimal sufficient signal.
+
+:func:`explain` checks the clip, classifies it and its empty signal, runs the responsibility search
+(:mod:`jsuff.search`) unless the empty signal already has the label, extracts a sufficient set
+(:mod:`jsuff.extract`) and returns an :class:`Explanation`. :func:`explain_many` does the same for
+``N`` clips of one length with the search batched across clips; its results equal one-at-a-time
+calls with the same per-clip keys.
+
+Example:
+    >>> import jax, jax.numpy as jnp, numpy as np
+    >>> def apply(p, x):  # class 1 iff the 20-30 bin band carries energy
+    ...     e = jnp.abs(jnp.fft.rfft(x))[:, 20:30].sum(-1, keepdims=True)
+    ...     return jnp.concatenate([jnp.full_like(e, 1.0), e], axis=-1)
+    >>> x = np.cos(2 * np.pi * 25 * np.arange(256) / 256).astype(np.float32)
+    >>> e = explain(apply, None, x, config=SearchConfig(iters=4), key=jax.random.key(0))
+    >>> e.target, e.verified, e.minimal, bool(e.mask[25]), e.size_fraction < 0.2
+    (1, True, True, True, True)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh
+
+from jsuff.audio import AudioError, validate_waveform, write_wav
+from jsuff.domains import RFFT, Domain
+from jsuff.extract import ExtractConfig, Extraction, Oracle, extract as extract_set
+from jsuff.search import ApplyFn, SearchConfig, analyze_and_predict, clip_keys, responsibility_maps
+
+__all__ = ["Explanation", "explain", "explain_many"]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Explanation:
+    """One clip's explanation.
+
+    Attributes:
+        target: the label explained; target_confidence: its softmax confidence on the clip.
+        mask: ``[*grid]`` bool, the cells of the sufficient set.
+        responsibility: ``[*grid]`` float32, the target class's responsibility map.
+        sufficient_waveform: ``[T]`` float32, the sufficient signal ``domain.synthesize(z, mask)``.
+        verified: the sufficient signal was checked to keep the target (with ``tau``).
+        found: the extraction mode's set was found (False: ``mask`` is the whole grid).
+        necessary: removing the set from the clip changes the label.
+        minimal: the 1-minimality certificate (None when not certified);
+        removable_chunks: chunks whose removal alone keeps sufficiency (empty when minimal).
+        queries: model queries in all (clip, empty and full signals, search, extraction);
+        search_queries: those of the search alone.
+        size_fraction: kept cells / grid cells; energy_fraction: kept / total coefficient energy.
+        empty_label, empty_confidence: the model on the empty signal (everything removed);
+        empty_is_target: the trivial case: the empty signal already passes, nothing was searched.
+        sufficient_label, sufficient_confidence: the model on the sufficient signal.
+        label_without: the model on the clip with the set removed.
+        grid_shape, chunk_size, mode: how the set was taken; settings: domain and configs.
+    """
+
+    target: int
+    target_confidence: float
+    mask: np.ndarray
+    responsibility: np.ndarray
+    sufficient_waveform: np.ndarray
+    verified: bool
+    found: bool
+    necessary: bool
+    minimal: bool | None
+    removable_chunks: tuple[int, ...]
+    queries: int
+    search_queries: int
+    size_fraction: float
+    energy_fraction: float
+    empty_label: int
+    empty_confidence: float
+    empty_is_target: bool
+    sufficient_label: int
+    sufficient_confidence: float
+    label_without: int
+    grid_shape: tuple[int, ...]
+    chunk_size: int
+    mode: str
+    settings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """Every scalar field and the settings, JSON-serialisable."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, np.ndarray):
+                continue
+            out[f.name] = list(v) if isinstance(v, tuple) else v
+        out["kept_cells"] = int(self.mask.sum())
+        return json.loads(json.dumps(out))  # fails here, not in save(), if anything is not JSON
+
+    def save(self, directory: str | os.PathLike, sample_rate: int) -> Path:
+        """Write ``sufficient.wav`` (float32), ``arrays.npz`` (mask, responsibility, waveform) and
+        ``summary.json`` into ``directory`` (created); returns the directory."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        write_wav(d / "sufficient.wav", self.sufficient_waveform, int(sample_rate))
+        np.savez(
+            d / "arrays.npz",
+            mask=self.mask,
+            responsibility=self.responsibility,
+            sufficient_waveform=self.sufficient_waveform,
+        )
+        summary = {**self.summary(), "sample_rate": int(sample_rate)}
+        (d / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        return d
+
+
+def _check_clips(x: np.ndarray, domain: Domain, config: SearchConfig, name: str) -> None:
+    cells = int(np.prod(domain.grid_shape(x.shape[-1])))
+    if cells < config.min_box_size:
+        raise AudioError(
+            f"{name} is too short: {x.shape[-1]} samples give a {domain.name} grid of {cells} cells, "
+            f"fewer than min_box_size={config.min_box_size}"
+        )
+    silent = np.flatnonzero(~np.any(x != 0, axis=-1))
+    if silent.size:
+        which = name if x.shape[0] == 1 else f"{name}[{', '.join(map(str, silent.tolist()))}]"
+        raise AudioError(f"{which} is all zeros (silence): there is no signal to explain")
+
+
+def explain_many(
+    apply_fn: ApplyFn,
+    params: Any,
+    waveforms: Any,
+    *,
+    domain: Domain = RFFT(),
+    config: SearchConfig = SearchConfig(),
+    extract: ExtractConfig = ExtractConfig(),
+    key: jax.Array | None = None,
+    keys: jax.Array | None = None,
+    targets: Any = None,
+    mesh: Mesh | None = None,
+    mesh_axis: str | None = None,
+) -> list[Explanation]:
+    """Explain ``N`` clips, batching the search across them.
+
+    Args:
+        apply_fn, params: the model, ``apply(params, waveforms[B, T]) -> logits[B, C]``.
+        waveforms: ``[N, T]`` clips at the model's rate (``[T]``: one clip).
+        domain, config, extract: the grid, the search and the extraction settings.
+        key: one key, split into N per-clip keys (used as is when N = 1); or keys: ``[N]`` keys.
+            Clip n's result equals ``explain(..., waveforms[n], key=<its key>)``.
+        targets: ``[N]`` labels to explain (default: each clip's top-1).
+        mesh, mesh_axis: shard candidate batches over a mesh axis.
+
+    Returns:
+        One :class:`Explanation` per clip.
+
+    Raises:
+        AudioError: a clip is empty, non-finite, all zeros, or too short for ``min_box_size``.
+    """
+    if (key is None) == (keys is None):
+        raise ValueError("pass exactly one of key= (one key) or keys= ([N] keys)")
+    x = validate_waveform(np.asarray(waveforms), name="waveforms" if np.ndim(waveforms) == 2 else "waveform")
+    x = x[None] if x.ndim == 1 else x
+    n = x.shape[0]
+    _check_clips(x, domain, config, "waveforms" if n > 1 else "waveform")
+    per_clip = clip_keys(key if keys is None else keys, n)
+    chunk = extract.resolved_chunk_size(config.min_box_size)
+    coeffs, logits = analyze_and_predict(apply_fn, domain, params, jnp.asarray(x))
+    probs = np.asarray(jax.nn.softmax(logits, axis=-1))
+    tgt = np.argmax(probs, axis=-1) if targets is None else np.broadcast_to(np.asarray(targets, np.int64), (n,))
+    if ((tgt < 0) | (tgt >= probs.shape[1])).any():
+        raise ValueError(f"targets {tgt.tolist()} out of range for {probs.shape[1]} classes")
+    oracles = [
+        Oracle(
+            apply_fn, params, domain, jax.tree_util.tree_map(lambda a, i=i: a[i], coeffs), int(tgt[i]),
+            float(probs[i, tgt[i]]), tau=extract.tau, chunk_size=chunk, per_call=extract.prefixes_per_call,
+            max_batch=config.max_batch, mesh=mesh, mesh_axis=mesh_axis,
+        )
+        for i in range(n)
+    ]
+    active = np.array([not o.empty_is_target for o in oracles])
+    grid = tuple(domain.grid_shape(x.shape[1]))
+    if active.any():
+        search = responsibility_maps(
+            apply_fn, params, x, domain=domain, config=config, key=per_clip, targets=tgt, active=active,
+            mesh=mesh, mesh_axis=mesh_axis,
+        )
+        maps, search_queries = search.maps, search.queries
+    else:
+        maps, search_queries = np.zeros((n, probs.shape[1], *grid), np.float32), np.zeros(n, np.int64)
+    settings = {
+        "domain": domain.to_json(),
+        "search": dataclasses.asdict(config),
+        "extract": dataclasses.asdict(extract),
+    }
+    out = []
+    for i, oracle in enumerate(oracles):
+        resp = maps[i, tgt[i]]
+        found = extract_set(oracle, resp, extract)
+        out.append(_explanation(oracle, domain, resp, found, int(search_queries[i]), chunk, extract.mode, settings))
+    return out
+
+
+def _explanation(
+    oracle: Oracle,
+    domain: Domain,
+    resp: np.ndarray,
+    ex: Extraction,
+    search_queries: int,
+    chunk: int,
+    mode: str,
+    settings: Mapping[str, Any],
+) -> Explanation:
+    mask = np.asarray(ex.mask, bool)
+    energy = np.asarray(domain.cell_energy(oracle.coeffs), np.float64)
+    wave = np.asarray(domain.synthesize(oracle.coeffs, jnp.asarray(mask)), np.float32)
+    return Explanation(
+        target=oracle.target,
+        target_confidence=oracle.confidence,
+        mask=mask,
+        responsibility=np.asarray(resp, np.float32),
+        sufficient_waveform=wave,
+        verified=ex.verified,
+        found=ex.found,
+        necessary=ex.necessary,
+        minimal=ex.minimal,
+        removable_chunks=ex.removable,
+        queries=1 + ex.queries + search_queries,  # 1: the clip itself
+        search_queries=search_queries,
+        size_fraction=float(mask.mean()),
+        energy_fraction=float(energy[mask].sum() / energy.sum()),
+        empty_label=oracle.empty_label,
+        empty_confidence=oracle.empty_confidence,
+        empty_is_target=ex.empty_is_target,
+        sufficient_label=ex.label,
+        sufficient_confidence=ex.confidence,
+        label_without=ex.label_without,
+        grid_shape=tuple(int(g) for g in mask.shape),
+        chunk_size=chunk,
+        mode=mode,
+        settings=dict(settings),
+    )
+
+
+def explain(
+    apply_fn: ApplyFn,
+    params: Any,
+    waveform: Any,
+    *,
+    domain: Domain = RFFT(),
+    config: SearchConfig = SearchConfig(),
+    extract: ExtractConfig = ExtractConfig(),
+    key: jax.Array,
+    target: int | None = None,
+    mesh: Mesh | None = None,
+    mesh_axis: str | None = None,
+) -> Explanation:
+    """Explain the model's label on one clip ``waveform[T]`` (see :func:`explain_many`).
+
+    Args:
+        apply_fn, params: the model, ``apply(params, waveforms[B, T]) -> logits[B, C]``.
+        waveform: ``[T]`` float samples at the model's rate.
+        domain: ``RFFT()`` (default), ``STFT(...)`` or ``Time(...)``.
+        config: :class:`SearchConfig`; extract: :class:`ExtractConfig`.
+        key: PRNG key of the search; same key, same explanation.
+        target: the label to explain (default: the model's top-1).
+        mesh, mesh_axis: shard candidate batches over a mesh axis.
+    """
+    x = validate_waveform(np.asarray(waveform), name="waveform")
+    if x.ndim != 1:
+        raise AudioError(f"waveform must be one clip [T], got shape {x.shape} (use explain_many)")
+    return explain_many(
+        apply_fn, params, x, domain=domain, config=config, extract=extract, keys=clip_keys(key, 1),
+        targets=None if target is None else [target], mesh=mesh, mesh_axis=mesh_axis,
+    )[0]

@@ -1,0 +1,713 @@
+"""Causal responsibility over a domain's grid: ReX's random partition walk, run as batched arrays.
+
+One *iteration* walks down a random partition tree of the grid (SPEC §3):
+
+1. A box with at least ``min_box_size`` cells is split into 4 non-empty children: on a 1-D grid
+   by 3 distinct cut points drawn uniformly from the box's interior, on a 2-D grid by one point
+   drawn uniformly from the interior into quadrants (a 2-D box needs >= 2 rows and >= 2 columns).
+2. Refining a box builds 14 *mutants*, one per non-empty proper subset A of its 4 children.
+3. A mutant *passes* when the model's top-1 label on it is the target (and its target confidence
+   is at least ``confidence_filter`` x the confidence on the clip).
+4. If any mutant of a refinement passes, every mutant of that refinement adds 1/|A| to the map of
+   its *predicted* class over each of its kept children.
+5. The next job is the passing mutant with the smallest kept area (queue length 1; ties go to the
+   first in (box, subset) order); its kept children are the boxes refined next. The walk stops when
+   nothing passes, no box of the job can be split, or the box depth exceeds ``tree_depth`` (boxes
+   at depths 0..tree_depth are refined, as ReX's ``depth <= tree_depth``).
+
+**Static boxes, batched, queue length 1.** Each iteration carries a *parent* mask: the cells the
+last chosen (passing) mutant kept, all True at the root. A job is up to 3 boxes (the chosen
+mutant's kept children) lying inside the parent. Refining box b of the job, a mutant keeps
+``(parent \\ b) | chosen children of b``: the other boxes of the job *and* everything the earlier
+passing mutants kept (their static boxes) stay. So every mutant is its passing parent minus some
+children of one box, and the parent of the next depth is exactly the mutant that passed. Unlike
+the ReX code, static boxes survive to later depths, the passing mutants of *all* refinements of a
+depth compete for the next job, and 1-D children are the box's own cells (not a prefix).
+
+**Batching.** All clips x iterations advance in lock-step, one depth at a time (a Python loop of
+at most ``tree_depth + 1`` steps that stops once no iteration is alive). A depth is three jitted
+calls: ``_propose`` splits every job box and lists the valid candidates (alive iteration, real and
+splittable box) first; ``_evaluate`` is the one vmapped call through the model: inside a
+``lax.while_loop`` it takes the valid candidates ``max_batch`` at a time, builds their masks from
+box bounds with iota compares, synthesises them with ``vmap(domain.synthesize)`` and classifies
+them with one ``apply(params, waveforms[B, T])`` per chunk (the padding of the last chunk is
+computed and thrown away); ``_advance`` credits and picks the next jobs. The two bookkeeping calls
+never see the model, so they compile once per shape and are shared by all models. Nothing is
+quadratic in the grid: a chunk costs ``max_batch x grid``. Credits are integers (6/|A| in units
+of 1/6) added at the corners of each child box in a per-clip 2-D difference array and integrated
+once at the end, so maps are exact, cost O(grid) per depth, and do not depend on chunking,
+batching or devices. Randomness: every word a clip's walks draw comes up front from that clip's
+key alone, so batched clips equal one-at-a-time, and the same key gives the same trees.
+
+Example:
+    >>> import jax, jax.numpy as jnp
+    >>> def apply(p, x):  # class 1 iff the 30-40 bin band carries energy
+    ...     e = jnp.abs(jnp.fft.rfft(x))[:, 30:40].sum(-1, keepdims=True)
+    ...     return jnp.concatenate([jnp.ones_like(e), e], axis=-1)
+    >>> x = jnp.cos(2 * jnp.pi * 35 * jnp.arange(256) / 256)
+    >>> r = responsibility_maps(apply, None, x, config=SearchConfig(iters=4), key=jax.random.key(0))
+    >>> r.maps.shape, int(r.targets[0])
+    ((1, 2, 129), 1)
+    >>> int(r.maps[0, 1].argmax()) in range(30, 40)
+    True
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import functools
+import itertools
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from jsuff.domains import RFFT, Coefficients, Domain
+
+__all__ = [
+    "SearchConfig",
+    "analyze_and_predict",
+    "SearchResult",
+    "clip_keys",
+    "predict",
+    "responsibility_loop",
+    "responsibility_maps",
+]
+
+ApplyFn = Callable[[Any, jax.Array], jax.Array]
+
+#: The 14 non-empty proper subsets of a box's 4 children, by size then lexicographically.
+SUBSETS: tuple[tuple[int, ...], ...] = tuple(
+    s for k in (1, 2, 3) for s in itertools.combinations(range(4), k)
+)
+_BITS = np.array([[j in s for j in range(4)] for s in SUBSETS], bool)  # [14, 4]
+#: Credit unit: 1/|A| is stored as 6/|A| (an integer for |A| in 1..3), so sums are exact.
+CREDIT_UNIT = 6
+_CREDIT = (_BITS * (CREDIT_UNIT // _BITS.sum(1, keepdims=True))).astype(np.int32)  # [14, 4]
+_SLOTS = 3  # a passing mutant keeps at most 3 children: a job has at most 3 boxes
+
+#: How many times each jitted function has been traced (a retrace means a recompile).
+TRACE_COUNTS: collections.Counter[str] = collections.Counter()
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchConfig:
+    """Settings of the responsibility search (frozen: a static jit argument).
+
+    Attributes:
+        iters: independent random partition trees per clip (maps are summed).
+        tree_depth: deepest box depth that is refined (root = 0).
+        min_box_size: a box with fewer cells is not split.
+        confidence_filter: a mutant passes only if its target confidence is at least this
+            fraction of the clip's (0 = label only).
+        max_batch: candidates per model call (bounds memory: ``max_batch x grid`` masks).
+    """
+
+    iters: int = 20
+    tree_depth: int = 10
+    min_box_size: int = 10
+    confidence_filter: float = 0.0
+    max_batch: int = 64
+
+    def __post_init__(self) -> None:
+        for name in ("iters", "max_batch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"SearchConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.tree_depth < 0:
+            raise ValueError(f"SearchConfig.tree_depth must be >= 0, got {self.tree_depth}")
+        if self.min_box_size < 4:
+            raise ValueError(
+                f"SearchConfig.min_box_size must be >= 4 (a box splits into 4 non-empty children), "
+                f"got {self.min_box_size}"
+            )
+        if not 0.0 <= self.confidence_filter <= 1.0:
+            raise ValueError(f"SearchConfig.confidence_filter must be in [0, 1], got {self.confidence_filter}")
+
+
+class SearchResult(NamedTuple):
+    """Responsibility maps of N clips.
+
+    Attributes:
+        maps: ``[N, C, *grid]`` float32; ``maps[n, c]`` is the credit mutants predicted as class
+            ``c`` earned over the grid (summed over iterations).
+        targets: ``[N]`` the label each clip was searched for.
+        target_confidence: ``[N]`` softmax confidence of the target on the clip.
+        queries: ``[N]`` model evaluations of mutants (padding excluded).
+        depth: ``[N]`` deepest refinement at which some mutant passed, over iterations (-1: none).
+    """
+
+    maps: np.ndarray
+    targets: np.ndarray
+    target_confidence: np.ndarray
+    queries: np.ndarray
+    depth: np.ndarray
+
+
+# ----------------------------------------------------------------------------------------------
+# Model evaluation shared with extraction
+# ----------------------------------------------------------------------------------------------
+
+
+def class_logits(logits: jax.Array) -> jax.Array:
+    """``[B, C]`` logits with a one-logit binary model read as ``[0, z]`` (class 1 iff z > 0)."""
+    if logits.ndim != 2:
+        raise ValueError(f"the model must return logits [B, C], got shape {logits.shape}")
+    if logits.shape[1] == 1:
+        return jnp.concatenate([jnp.zeros_like(logits), logits], axis=1)
+    return logits
+
+
+def constrain(x: jax.Array, mesh: Mesh | None, axis: str | None) -> jax.Array:
+    """Shard the leading (candidate) axis of ``x`` over ``mesh[axis]``; no-op without a mesh."""
+    if mesh is None:
+        return x
+    return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, PartitionSpec(axis)))
+
+
+def masked_logits(
+    apply_fn: ApplyFn,
+    params: Any,
+    domain: Domain,
+    coeffs: Coefficients,
+    clip: jax.Array,
+    masks: jax.Array,
+    mesh: Mesh | None = None,
+    axis: str | None = None,
+) -> jax.Array:
+    """Logits ``[B, C]`` of ``domain.synthesize(coeffs[clip[b]], masks[b])`` for each b (traceable).
+
+    ``coeffs`` is batched over clips; ``clip[B]`` picks each candidate's clip.
+    """
+    masks = constrain(masks, mesh, axis)
+    picked = jax.tree_util.tree_map(lambda a: a[clip], coeffs)
+    waves = constrain(jax.vmap(domain.synthesize)(picked, masks), mesh, axis)
+    return class_logits(apply_fn(params, waves))
+
+
+def top1_and_confidence(logits: jax.Array, targets: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Top-1 label ``[B]`` (int32) and softmax confidence of ``targets[B]`` (float32)."""
+    probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+    conf = jnp.take_along_axis(probs, targets.astype(jnp.int32)[:, None], axis=1)[:, 0]
+    return jnp.argmax(logits, axis=-1).astype(jnp.int32), conf
+
+
+def device_batch(max_batch: int, total: int, mesh: Mesh | None, axis: str | None) -> int:
+    """Chunk size: ``max_batch`` (or fewer when there is less to do), rounded up to a multiple of
+    the mesh axis' device count so each device gets an equal share."""
+    b = max(1, min(max_batch, total))
+    if mesh is not None:
+        d = mesh.shape[axis]
+        b = -(-b // d) * d
+    return b
+
+
+def resolve_axis(mesh: Mesh | None, axis: str | None) -> str | None:
+    """The mesh axis candidates are sharded over (the first one unless named)."""
+    if mesh is None:
+        return None
+    if axis is None:
+        return mesh.axis_names[0]
+    if axis not in mesh.axis_names:
+        raise ValueError(f"mesh has no axis {axis!r}; its axes are {mesh.axis_names}")
+    return axis
+
+
+@functools.partial(jax.jit, static_argnames=("apply_fn",))
+def _predict(apply_fn: ApplyFn, params: Any, waveforms: jax.Array) -> jax.Array:
+    TRACE_COUNTS["predict"] += 1
+    return class_logits(apply_fn(params, waveforms))
+
+
+def predict(apply_fn: ApplyFn, params: Any, waveforms: jax.Array) -> jax.Array:
+    """Jitted logits ``[B, C]`` of ``waveforms[B, T]`` (one-logit models read as binary)."""
+    return _predict(apply_fn, params, jnp.asarray(waveforms, jnp.float32))
+
+
+# ----------------------------------------------------------------------------------------------
+# Boxes: (r0, r1, c0, c1) half-open; 1-D grids are one row.
+# ----------------------------------------------------------------------------------------------
+
+
+def _split(u: jax.Array, box: jax.Array, two_d: bool) -> jax.Array:
+    """The 4 children ``[4, 4]`` of one box from 3 random words ``u`` (meaningless for boxes that
+    cannot be split). A draw in ``[0, n)`` is ``u % n``: uniform up to a bias below n / 2**32."""
+    r0, r1, c0, c1 = box[0], box[1], box[2], box[3]
+
+    def below(word: jax.Array, n: jax.Array) -> jax.Array:
+        return (word % jnp.maximum(n, 1).astype(jnp.uint32)).astype(jnp.int32)
+
+    if two_d:
+        row = r0 + 1 + below(u[0], r1 - r0 - 1)
+        col = c0 + 1 + below(u[1], c1 - c0 - 1)
+        return jnp.stack([
+            jnp.stack([r0, row, c0, col]),
+            jnp.stack([r0, row, col, c1]),
+            jnp.stack([row, r1, c0, col]),
+            jnp.stack([row, r1, col, c1]),
+        ])
+    # 3 distinct cut points uniformly among the m = width - 1 interior positions: draw them one at
+    # a time from what is left (shifting past the ones already taken).
+    m = c1 - c0 - 1
+    a = below(u[0], m)
+    b = below(u[1], m - 1)
+    b = b + (b >= a).astype(jnp.int32)
+    lo, hi = jnp.minimum(a, b), jnp.maximum(a, b)
+    c = below(u[2], m - 2)
+    c = c + (c >= lo).astype(jnp.int32)
+    c = c + (c >= hi).astype(jnp.int32)
+    p = jnp.sort(jnp.stack([a, b, c])) + c0 + 1
+    edges = jnp.stack([c0, p[0], p[1], p[2], c1])
+    return jnp.stack([jnp.stack([r0, r1, edges[j], edges[j + 1]]) for j in range(4)])
+
+
+def _area(box: jax.Array) -> jax.Array:
+    return (box[..., 1] - box[..., 0]) * (box[..., 3] - box[..., 2])
+
+
+def _splittable(box: jax.Array, min_box_size: int, two_d: bool) -> jax.Array:
+    h, w = box[..., 1] - box[..., 0], box[..., 3] - box[..., 2]
+    shape_ok = (h >= 2) & (w >= 2) if two_d else w >= 4
+    return shape_ok & (h * w >= min_box_size)
+
+
+def _in_box(box: jax.Array, shape: tuple[int, int]) -> jax.Array:
+    """``[R, W]`` bool: the cells of one box."""
+    rows = jax.lax.broadcasted_iota(jnp.int32, shape, 0)
+    cols = jax.lax.broadcasted_iota(jnp.int32, shape, 1)
+    return (rows >= box[0]) & (rows < box[1]) & (cols >= box[2]) & (cols < box[3])
+
+
+def _mutant(parent: jax.Array, box: jax.Array, kids: jax.Array, bits: jax.Array) -> jax.Array:
+    """Keep the parent outside ``box`` and the children of ``box`` selected by ``bits[4]``."""
+    shape = parent.shape
+    keep = parent & ~_in_box(box, shape)
+    for j in range(4):
+        keep = keep | (bits[j] & _in_box(kids[j], shape))
+    return keep
+
+
+def clip_keys(key: jax.Array, n: int) -> jax.Array:
+    """``[n]`` typed PRNG keys, one per clip: ``key`` itself for one clip, ``split(key, n)`` for
+    several, or a given ``[n]`` batch of keys (raw ``uint32`` key data is accepted too)."""
+    k = jnp.asarray(key) if not isinstance(key, jax.Array) else key
+    if not jnp.issubdtype(k.dtype, jax.dtypes.prng_key):
+        k = jax.random.wrap_key_data(k)
+    if k.ndim == 0:
+        return k[None] if n == 1 else jax.random.split(k, n)
+    if k.shape != (n,):
+        raise ValueError(f"expected one key or {n} keys, got key array of shape {k.shape}")
+    return k
+
+
+def _draws(keys: jax.Array, iters: int, tree_depth: int) -> jax.Array:
+    """``[N, iters, depth, slot, 3]`` random words: everything the walks of N clips draw, made up
+    front from each clip's key (a flat draw: multi-dimensional ``random.bits`` compiles slowly)."""
+    shape = (iters, tree_depth + 1, _SLOTS, 3)
+    bits = jax.vmap(lambda k: jax.random.bits(k, (int(np.prod(shape)),), jnp.uint32))(keys)
+    return bits.reshape((keys.shape[0], *shape))
+
+
+# ----------------------------------------------------------------------------------------------
+# The batched search
+# ----------------------------------------------------------------------------------------------
+
+
+class _State(NamedTuple):
+    depth: jax.Array  # () int32: tree depth of the boxes refined next
+    parent: jax.Array  # [N, I, R, W] bool: cells kept by the last passing mutant
+    boxes: jax.Array  # [N, I, 3, 4] int32: the job's boxes
+    slot_ok: jax.Array  # [N, I, 3] bool: which job slots hold a box
+    alive: jax.Array  # [N, I] bool
+    diff: jax.Array  # [N, R + 1, W + 1, C] int32: 2-D difference array of the credits
+    queries: jax.Array  # [N] int32
+    deepest: jax.Array  # [N] int32
+
+
+class _Proposal(NamedTuple):
+    kids: jax.Array  # [N, I, 3, 4, 4] int32: children of each job box
+    valid: jax.Array  # [N, I, 3, 14] bool: candidates that are evaluated
+    order: jax.Array  # [N * I * 3 * 14] int32: valid candidates first, in order
+    count: jax.Array  # () int32: how many are valid
+
+
+def _grid2(grid: tuple[int, ...]) -> tuple[int, int]:
+    return (1, grid[0]) if len(grid) == 1 else (grid[0], grid[1])
+
+
+# The walk is three jitted stages per depth. The two bookkeeping stages never see the model, so
+# they compile once per (clips, iterations, grid, classes) and are shared by every model; the
+# evaluation stage is the one vmapped, chunked call per depth through ``apply``.
+
+
+@functools.partial(jax.jit, static_argnames=("iters", "grid", "num_classes", "tree_depth"))
+def _start(active: jax.Array, keys: jax.Array, *, iters: int, grid: tuple[int, ...], num_classes: int,
+           tree_depth: int) -> tuple[_State, jax.Array]:
+    TRACE_COUNTS["start"] += 1
+    n = active.shape[0]
+    r, w = _grid2(grid)
+    root = jnp.broadcast_to(jnp.array([0, r, 0, w], jnp.int32), (n, iters, 1, 4))
+    state = _State(
+        depth=jnp.int32(0),
+        parent=jnp.ones((n, iters, r, w), bool),
+        boxes=jnp.concatenate([root, jnp.zeros((n, iters, _SLOTS - 1, 4), jnp.int32)], axis=2),
+        slot_ok=jnp.broadcast_to(jnp.arange(_SLOTS) == 0, (n, iters, _SLOTS)),
+        alive=jnp.broadcast_to(active[:, None], (n, iters)),
+        diff=jnp.zeros((n, r + 1, w + 1, num_classes), jnp.int32),
+        queries=jnp.zeros(n, jnp.int32),
+        deepest=jnp.full(n, -1, jnp.int32),
+    )
+    return state, _draws(keys, iters, tree_depth)
+
+
+@functools.partial(jax.jit, static_argnames=("min_box_size", "two_d"))
+def _propose(
+    depth: jax.Array,
+    boxes: jax.Array,
+    slot_ok: jax.Array,
+    alive: jax.Array,
+    draws: jax.Array,
+    *,
+    min_box_size: int,
+    two_d: bool,
+) -> _Proposal:
+    TRACE_COUNTS["propose"] += 1
+    u = jax.lax.dynamic_index_in_dim(draws, depth, axis=2, keepdims=False)  # [N, I, 3, 3]
+    kids = jax.vmap(jax.vmap(jax.vmap(functools.partial(_split, two_d=two_d))))(u, boxes)
+    can = slot_ok & alive[:, :, None] & _splittable(boxes, min_box_size, two_d)
+    valid = jnp.broadcast_to(can[..., None], (*can.shape, len(SUBSETS)))
+    flat = valid.reshape(-1)
+    # compaction: the valid candidates first, in order (a stable sort, not nonzero's scan)
+    order = jnp.argsort(~flat, stable=True).astype(jnp.int32)
+    return _Proposal(kids, valid, order, flat.sum(dtype=jnp.int32))
+
+
+@functools.partial(jax.jit, static_argnames=("apply_fn", "domain", "grid", "batch", "mesh", "axis"))
+def _evaluate(
+    params: Any,
+    coeffs: Coefficients,
+    targets: jax.Array,
+    parent: jax.Array,
+    boxes: jax.Array,
+    prop: _Proposal,
+    *,
+    apply_fn: ApplyFn,
+    domain: Domain,
+    grid: tuple[int, ...],
+    batch: int,
+    mesh: Mesh | None,
+    axis: str | None,
+) -> tuple[jax.Array, jax.Array]:
+    """Top-1 label and target confidence of every valid candidate, ``batch`` per model call."""
+    TRACE_COUNTS["evaluate"] += 1
+    n, iters, slots, m = prop.valid.shape
+    total = n * iters * slots * m
+    chunks = -(-total // batch)
+    order = jnp.concatenate([prop.order, jnp.zeros(chunks * batch - total, jnp.int32)])
+    bits_table = jnp.asarray(_BITS)
+
+    def chunk(carry: tuple[jax.Array, jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array, jax.Array]:
+        k, pred, conf = carry
+        ids = jax.lax.dynamic_slice(order, (k * batch,), (batch,))
+        real = k * batch + jnp.arange(batch, dtype=jnp.int32) < prop.count
+        ci, rest = jnp.divmod(ids, iters * slots * m)
+        ii, rest = jnp.divmod(rest, slots * m)
+        bi, si = jnp.divmod(rest, m)
+        masks = jax.vmap(_mutant)(parent[ci, ii], boxes[ci, ii, bi], prop.kids[ci, ii, bi], bits_table[si])
+        logits = masked_logits(apply_fn, params, domain, coeffs, ci, masks.reshape((batch, *grid)), mesh, axis)
+        p, q = top1_and_confidence(logits, targets[ci])
+        pos = jnp.where(real, ids, total)  # padding writes to a discarded slot
+        return k + 1, pred.at[pos].set(p), conf.at[pos].set(q)
+
+    init = (jnp.int32(0), jnp.zeros(total + 1, jnp.int32), jnp.zeros(total + 1, jnp.float32))
+    _, pred, conf = jax.lax.while_loop(lambda cr: cr[0] * batch < prop.count, chunk, init)
+    return pred[:total].reshape(n, iters, slots, m), conf[:total].reshape(n, iters, slots, m)
+
+
+@jax.jit
+def _advance(
+    state: _State, prop: _Proposal, pred: jax.Array, conf: jax.Array, targets: jax.Array, thresholds: jax.Array
+) -> _State:
+    """Credit the refinements that had a pass and move each iteration to its next job."""
+    TRACE_COUNTS["advance"] += 1
+    n, iters, slots, m = prop.valid.shape
+    c = state.diff.shape[-1]
+    kids, valid = prop.kids, prop.valid
+    bits_table = jnp.asarray(_BITS)
+    passes = valid & (pred == targets[:, None, None, None]) & (conf >= thresholds[:, None, None, None])
+    refinement_passed = passes.any(-1)  # [N, I, 3]
+
+    # credit: each mutant of a refinement with a pass gives 6/|A| to its predicted class over
+    # each kept child -> weights [N, I, 3, child, class], added at the children's 4 corners of
+    # the difference array (+ at (r0, c0) and (r1, c1), - at (r0, c1) and (r1, c0)), one scatter.
+    votes = (pred[..., None] == jnp.arange(c, dtype=jnp.int32).reshape(1, 1, 1, 1, c)) & (
+        valid & refinement_passed[..., None]
+    )[..., None]
+    weight = jnp.sum(
+        votes.astype(jnp.int32)[:, :, :, :, None, :] * jnp.asarray(_CREDIT).reshape(1, 1, 1, m, 4, 1), axis=3
+    )  # [N, I, 3, 4, C]
+    rows = jnp.stack([kids[..., 0], kids[..., 0], kids[..., 1], kids[..., 1]], axis=-1)
+    cols = jnp.stack([kids[..., 2], kids[..., 3], kids[..., 2], kids[..., 3]], axis=-1)
+    clip = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32).reshape(n, 1, 1, 1, 1), rows.shape)
+    sign = jnp.array([1, -1, -1, 1], jnp.int32).reshape(1, 1, 1, 1, 4, 1)
+    diff = state.diff.at[clip, rows, cols].add(weight[:, :, :, :, None, :] * sign)
+
+    # next job: the passing mutant with the smallest kept area (the first on ties); all mutants of
+    # an iteration share its parent, so comparing the change of area is enough
+    kept_change = jnp.sum(
+        bits_table.astype(jnp.int32).reshape(1, 1, 1, m, 4) * _area(kids)[:, :, :, None, :], axis=-1
+    ) - _area(state.boxes)[..., None]
+    score = jnp.where(passes, kept_change, jnp.iinfo(jnp.int32).max).reshape(n, iters, slots * m)
+    choice = jnp.argmin(score, axis=-1)
+    any_pass = passes.reshape(n, iters, -1).any(-1)
+    cb, cs = jnp.divmod(choice, m)
+    box_star = jnp.take_along_axis(state.boxes, cb[:, :, None, None], axis=2)[:, :, 0]
+    kids_star = jnp.take_along_axis(kids, cb[:, :, None, None, None], axis=2)[:, :, 0]
+    bits_star = bits_table[cs]  # [N, I, 4]
+    chosen = jax.vmap(jax.vmap(_mutant))(state.parent, box_star, kids_star, bits_star)
+    # the kept children, packed into the job's slots in order
+    before = jnp.asarray(np.tril(np.ones((4, 4), np.int32), -1))  # before[j, j'] = j' < j
+    slot_of = jnp.sum(bits_star.astype(jnp.int32)[:, :, None, :] * before.reshape(1, 1, 4, 4), axis=-1)
+    place = bits_star[..., None] & (slot_of[..., None] == jnp.arange(slots).reshape(1, 1, 1, slots))
+    new_boxes = jnp.sum(place.astype(jnp.int32)[..., None] * kids_star[:, :, :, None, :], axis=2)
+    new_ok = jnp.arange(slots).reshape(1, 1, slots) < bits_star.sum(-1, dtype=jnp.int32)[..., None]
+    keep = any_pass[:, :, None, None]
+    return _State(
+        depth=state.depth + 1,
+        parent=jnp.where(keep, chosen, state.parent),
+        boxes=jnp.where(keep, new_boxes, state.boxes),
+        slot_ok=new_ok,
+        alive=state.alive & any_pass,
+        diff=diff,
+        queries=state.queries + valid.sum((1, 2, 3), dtype=jnp.int32),
+        deepest=jnp.where(refinement_passed.any((1, 2)), state.depth, state.deepest),
+    )
+
+
+def _walk(
+    apply_fn: ApplyFn,
+    params: Any,
+    domain: Domain,
+    coeffs: Coefficients,
+    targets: jax.Array,
+    thresholds: jax.Array,
+    active: jax.Array,
+    keys: jax.Array,
+    *,
+    config: SearchConfig,
+    grid: tuple[int, ...],
+    num_classes: int,
+    mesh: Mesh | None,
+    axis: str | None,
+) -> _State:
+    """All iterations of all clips, depth by depth in lock-step."""
+    n = active.shape[0]
+    state, draws = _start(
+        active, keys, iters=config.iters, grid=grid, num_classes=num_classes, tree_depth=config.tree_depth
+    )
+    batch = device_batch(config.max_batch, n * config.iters * _SLOTS * len(SUBSETS), mesh, axis)
+    for _ in range(config.tree_depth + 1):
+        if not bool(state.alive.any()):
+            break
+        prop = _propose(
+            state.depth, state.boxes, state.slot_ok, state.alive, draws,
+            min_box_size=config.min_box_size, two_d=len(grid) == 2,
+        )
+        pred, conf = _evaluate(
+            params, coeffs, targets, state.parent, state.boxes, prop,
+            apply_fn=apply_fn, domain=domain, grid=grid, batch=batch, mesh=mesh, axis=axis,
+        )
+        state = _advance(state, prop, pred, conf, targets, thresholds)
+    return state
+
+
+@functools.partial(jax.jit, static_argnames=("apply_fn", "domain"))
+def analyze_and_predict(
+    apply_fn: ApplyFn, domain: Domain, params: Any, waveforms: jax.Array
+) -> tuple[Coefficients, jax.Array]:
+    """Batched coefficients ``domain.analyze(waveforms[n])`` and logits ``[N, C]`` (jitted)."""
+    TRACE_COUNTS["analyze"] += 1
+    coeffs = jax.vmap(domain.analyze)(waveforms)
+    return coeffs, class_logits(apply_fn(params, waveforms))
+
+
+def _as_batch(waveforms: Any) -> jax.Array:
+    from jsuff.audio import validate_waveform
+
+    x = validate_waveform(np.asarray(waveforms), name="waveforms")
+    return jnp.asarray(x[None] if x.ndim == 1 else x)
+
+
+def responsibility_maps(
+    apply_fn: ApplyFn,
+    params: Any,
+    waveforms: Any,
+    *,
+    domain: Domain = RFFT(),
+    config: SearchConfig = SearchConfig(),
+    key: jax.Array,
+    targets: Any = None,
+    active: Any = None,
+    mesh: Mesh | None = None,
+    mesh_axis: str | None = None,
+) -> SearchResult:
+    """Causal responsibility maps of one or several clips (see the module docstring).
+
+    Args:
+        apply_fn: ``apply(params, waveforms[B, T]) -> logits[B, C]``, pure and jittable. Its
+            identity keys the compilation cache: pass the same function object to reuse it.
+        params: the model's parameters (any pytree).
+        waveforms: ``[T]`` or ``[N, T]`` float clips at the model's rate.
+        domain: the grid to search (``RFFT()``, ``STFT(...)``, ``Time(...)``).
+        config: :class:`SearchConfig`.
+        key: one PRNG key (see :func:`clip_keys` for how it is shared among clips) or ``[N]`` keys.
+        targets: ``[N]`` labels to explain; default: the model's top-1 on each clip.
+        active: ``[N]`` bool; clips marked False are not searched (zero maps, no queries).
+        mesh: shard each chunk of candidates over the devices of one mesh axis.
+        mesh_axis: that axis (default: the mesh's first).
+
+    Returns:
+        :class:`SearchResult` with ``[N, C, *grid]`` maps.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from jsuff.domains import Time
+        >>> apply = lambda p, x: jnp.stack([x[:, :4].sum(-1), x[:, 4:].sum(-1)], axis=-1)
+        >>> r = responsibility_maps(apply, None, jnp.ones(64), domain=Time(), key=jax.random.key(0),
+        ...                         config=SearchConfig(iters=2))
+        >>> r.maps.shape
+        (1, 2, 64)
+    """
+    x = _as_batch(waveforms)
+    n, t = x.shape
+    grid = domain.grid_shape(t)
+    cells = int(np.prod(grid))
+    if cells < config.min_box_size:
+        raise ValueError(
+            f"the {domain.name} grid of a {t}-sample clip has {cells} cells, fewer than "
+            f"min_box_size={config.min_box_size}: there is nothing to search"
+        )
+    axis = resolve_axis(mesh, mesh_axis)
+    coeffs, logits = analyze_and_predict(apply_fn, domain, params, x)
+    num_classes = int(logits.shape[1])
+    if targets is None:
+        tgt = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    else:
+        tgt = jnp.asarray(np.broadcast_to(np.asarray(targets, np.int32), (n,)))
+        if bool(((tgt < 0) | (tgt >= num_classes)).any()):
+            raise ValueError(f"targets {np.asarray(tgt).tolist()} out of range for {num_classes} classes")
+    conf = jnp.take_along_axis(jax.nn.softmax(logits, axis=-1), tgt[:, None], axis=1)[:, 0]
+    act = jnp.ones(n, bool) if active is None else jnp.asarray(np.broadcast_to(np.asarray(active, bool), (n,)))
+    state = _walk(
+        apply_fn, params, domain, coeffs, tgt, conf * jnp.float32(config.confidence_filter), act,
+        clip_keys(key, n), config=config, grid=tuple(grid), num_classes=num_classes, mesh=mesh, axis=axis,
+    )
+    # integrate the difference arrays on the host, exactly (int64), once
+    r, w = _grid2(tuple(grid))
+    credits = np.cumsum(np.cumsum(np.asarray(state.diff, np.int64), axis=1), axis=2)[:, :r, :w, :]
+    maps = np.moveaxis(credits, -1, 1).reshape((n, num_classes, *grid))
+    return SearchResult(
+        maps=(maps / CREDIT_UNIT).astype(np.float32),
+        targets=np.asarray(tgt),
+        target_confidence=np.asarray(conf, np.float32),
+        queries=np.asarray(state.queries, np.int64),
+        depth=np.asarray(state.deepest),
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# The one-candidate-per-call reference
+# ----------------------------------------------------------------------------------------------
+
+
+def responsibility_loop(
+    apply_fn: ApplyFn,
+    params: Any,
+    waveform: Any,
+    *,
+    domain: Domain = RFFT(),
+    config: SearchConfig = SearchConfig(),
+    key: jax.Array,
+    target: int | None = None,
+) -> SearchResult:
+    """The same walk as :func:`responsibility_maps`, written as plain loops that query the jitted
+    model one candidate per call (the way ReX queries 1-D data).
+
+    It shares only the random split of a box with the batched search; masks, credit (float64
+    ``1/|A|``) and the choice of the next job are independent NumPy code. It is the reference the
+    batched search is tested against and the baseline of ``benchmarks/search_throughput.py``.
+    """
+    x = _as_batch(waveform)
+    if x.shape[0] != 1:
+        raise ValueError("responsibility_loop takes one clip")
+    grid = tuple(domain.grid_shape(x.shape[1]))
+    two_d = len(grid) == 2
+    r, w = _grid2(grid)
+    coeffs, logits = analyze_and_predict(apply_fn, domain, params, x)
+    one = jax.tree_util.tree_map(lambda a: a[0], coeffs)
+    probs = np.asarray(jax.nn.softmax(logits[0]))
+    tgt = int(np.argmax(probs)) if target is None else int(target)
+    threshold = probs[tgt] * np.float32(config.confidence_filter)
+    classify = _loop_classifier(apply_fn, domain)
+    split = _loop_splitter(two_d)
+    maps = np.zeros((probs.shape[0], r, w), np.float64)
+    queries, deepest = 0, -1
+    for words in np.asarray(_draws(clip_keys(key, 1), config.iters, config.tree_depth))[0]:
+        parent = np.ones((r, w), bool)
+        job = [(0, r, 0, w)]
+        for depth in range(config.tree_depth + 1):
+            best = None  # (kept area, mask, kids)
+            for slot, box in enumerate(job):
+                h, wd = box[1] - box[0], box[3] - box[2]
+                ok = (h >= 2 and wd >= 2) if two_d else wd >= 4
+                if not (ok and h * wd >= config.min_box_size):
+                    continue
+                kids = [tuple(int(v) for v in k) for k in np.asarray(split(words[depth, slot], jnp.asarray(box)))]
+                outcome = []
+                for subset in SUBSETS:
+                    mask = parent.copy()
+                    mask[box[0] : box[1], box[2] : box[3]] = False
+                    for j in subset:
+                        k = kids[j]
+                        mask[k[0] : k[1], k[2] : k[3]] = True
+                    p = np.asarray(classify(params, one, jnp.asarray(mask.reshape(grid))))
+                    queries += 1
+                    label = int(np.argmax(p))
+                    outcome.append((subset, mask, label, label == tgt and p[tgt] >= threshold))
+                if not any(o[3] for o in outcome):
+                    continue
+                deepest = max(deepest, depth)
+                for subset, mask, label, passed in outcome:
+                    for j in subset:
+                        k = kids[j]
+                        maps[label, k[0] : k[1], k[2] : k[3]] += 1.0 / len(subset)
+                    area = int(mask.sum())
+                    if passed and (best is None or area < best[0]):
+                        best = (area, mask, [kids[j] for j in subset])
+            if best is None:
+                break
+            _, parent, job = best
+    return SearchResult(
+        maps=maps.reshape((probs.shape[0], *grid))[None].astype(np.float32),
+        targets=np.array([tgt]),
+        target_confidence=np.array([probs[tgt]], np.float32),
+        queries=np.array([queries]),
+        depth=np.array([deepest]),
+    )
+
+
+@functools.lru_cache(maxsize=16)
+def _loop_classifier(apply_fn: ApplyFn, domain: Domain) -> Callable:
+    @jax.jit
+    def classify(params: Any, coeffs: Coefficients, mask: jax.Array) -> jax.Array:
+        return jax.nn.softmax(class_logits(apply_fn(params, domain.synthesize(coeffs, mask)[None]))[0])
+
+    return classify
+
+
+@functools.lru_cache(maxsize=4)
+def _loop_splitter(two_d: bool) -> Callable:
+    return jax.jit(lambda u, box: _split(u, box, two_d))

@@ -1,0 +1,201 @@
+"""The batched responsibility search: planted answers, the loop reference, invariances, compiles."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import Mesh
+
+from jsuff import search
+from jsuff.domains import RFFT
+from jsuff.search import SearchConfig, responsibility_loop, responsibility_maps
+from toys import (
+    CFG,
+    GRID_STFT,
+    KEY,
+    LOUDEST,
+    NARROW,
+    REGION,
+    band_mlp,
+    loudest_clip,
+    noise,
+    region_clip,
+    region_model,
+    tone,
+    window_clip,
+)
+
+STAGES = ("start", "propose", "evaluate", "advance", "analyze")
+
+
+@pytest.fixture(scope="module")
+def loudest():
+    return responsibility_maps(band_mlp, LOUDEST, loudest_clip(), config=CFG, key=KEY)
+
+
+def test_planted_loudest_band(loudest):
+    r = loudest
+    assert r.maps.shape == (1, 4, 257)
+    assert int(r.targets[0]) == 2
+    target_map = r.maps[0, 2]
+    # once the other bands are gone any content of band 2 (bins 128..191) makes it the loudest:
+    # the evidence is that band, and the tone at bin 150 lies in its most responsible part
+    assert 128 <= int(np.argmax(target_map)) < 192
+    assert target_map[128:192].mean() > 2 * np.delete(target_map, np.s_[128:192]).mean()
+    assert target_map[150] > 0.8 * target_map.max()
+    # mutants without bin 150 but with bin 90 are labelled 1: credit goes to the predicted class
+    assert r.maps[0, 1, 90] > 0
+    assert r.maps[0, 0].sum() >= 0 and np.all(r.maps >= 0)
+    assert int(r.queries[0]) % 14 == 0 and r.queries[0] >= 14 * CFG.iters
+    assert 0 <= int(r.depth[0]) <= CFG.tree_depth
+
+
+def test_planted_narrow_band_binary_one_logit():
+    # one logit: class 1 iff bins 100..103 carry magnitude > 50; only the tone at bin 101 does
+    x = tone(101) + tone(30) + noise(2)
+    r = responsibility_maps(band_mlp, NARROW, x, config=CFG, key=KEY)
+    assert r.maps.shape == (1, 2, 257) and int(r.targets[0]) == 1
+    assert int(np.argmax(r.maps[0, 1])) == 101 or r.maps[0, 1, 101] == r.maps[0, 1].max()
+
+
+def test_matches_one_candidate_per_call_loop(loudest):
+    ref = responsibility_loop(band_mlp, LOUDEST, loudest_clip(), config=CFG, key=KEY)
+    np.testing.assert_allclose(loudest.maps, ref.maps, atol=1e-5)
+    assert loudest.queries.tolist() == ref.queries.tolist()
+    assert loudest.depth.tolist() == ref.depth.tolist()
+
+
+def test_two_d_grid_matches_loop_and_finds_region():
+    params = jnp.asarray(REGION)
+    cfg = SearchConfig(iters=3)
+    got = responsibility_maps(region_model, params, region_clip(), domain=GRID_STFT, config=cfg, key=KEY)
+    ref = responsibility_loop(region_model, params, region_clip(), domain=GRID_STFT, config=cfg, key=KEY)
+    np.testing.assert_allclose(got.maps, ref.maps, atol=1e-5)
+    assert got.queries.tolist() == ref.queries.tolist()
+    m = got.maps[0, 1]
+    assert m.shape == GRID_STFT.grid_shape(512)
+    top = np.unravel_index(np.argmax(m), m.shape)
+    assert REGION[top] == 1.0, f"most responsible tile {top} lies outside the planted region"
+
+
+def test_independent_of_max_batch(loudest):
+    small = responsibility_maps(
+        band_mlp, LOUDEST, loudest_clip(), config=SearchConfig(iters=CFG.iters, max_batch=5), key=KEY
+    )
+    np.testing.assert_array_equal(small.maps, loudest.maps)
+    assert small.queries.tolist() == loudest.queries.tolist()
+
+
+def test_second_call_does_not_recompile(loudest):
+    before = {k: search.TRACE_COUNTS[k] for k in STAGES}
+    assert all(before[k] > 0 for k in ("start", "propose", "evaluate", "advance"))
+    other = loudest_clip()[::-1].copy()
+    responsibility_maps(band_mlp, LOUDEST, other, config=CFG, key=jax.random.key(123))
+    assert {k: search.TRACE_COUNTS[k] for k in STAGES} == before
+
+
+def test_batched_clips_equal_one_at_a_time(loudest):
+    x2 = window_clip() + loudest_clip()[::-1]
+    k2 = jax.random.key(99)
+    both = responsibility_maps(band_mlp, LOUDEST, np.stack([loudest_clip(), x2]), config=CFG, key=jnp.stack([KEY, k2]))
+    single2 = responsibility_maps(band_mlp, LOUDEST, x2, config=CFG, key=k2)
+    np.testing.assert_array_equal(both.maps[0], loudest.maps[0])
+    np.testing.assert_array_equal(both.maps[1], single2.maps[0])
+    assert both.queries.tolist() == [int(loudest.queries[0]), int(single2.queries[0])]
+
+
+def test_same_key_same_result_other_key_other_trees(loudest):
+    again = responsibility_maps(band_mlp, LOUDEST, loudest_clip(), config=CFG, key=jax.random.key(7))
+    np.testing.assert_array_equal(again.maps, loudest.maps)
+    other = responsibility_maps(band_mlp, LOUDEST, loudest_clip(), config=CFG, key=jax.random.key(8))
+    assert not np.array_equal(other.maps, loudest.maps)
+    raw = responsibility_maps(band_mlp, LOUDEST, loudest_clip(), config=CFG, key=jax.random.key_data(KEY))
+    np.testing.assert_array_equal(raw.maps, loudest.maps)
+
+
+def test_jit_equals_eager_for_the_box_helpers():
+    # The whole walk is checked against its eager NumPy form by the loop-reference tests above;
+    # here the traced helpers that build boxes and masks run with and without jit.
+    words = jnp.asarray(np.array([[5, 77, 1234], [2**31, 9, 3]], np.uint32))
+    box = jnp.array([0, 1, 3, 40], jnp.int32)
+    parent = jnp.asarray(np.random.default_rng(0).random((1, 50)) < 0.8)
+    for two_d in (False, True):
+        b = box if not two_d else jnp.array([0, 1, 3, 40], jnp.int32).at[1].set(1)
+        jitted = jax.jit(jax.vmap(lambda u, b=b, t=two_d: search._split(u, b, t)))(words)
+        with jax.disable_jit():
+            eager = jax.vmap(lambda u, b=b, t=two_d: search._split(u, b, t))(words)
+        np.testing.assert_array_equal(np.asarray(jitted), np.asarray(eager))
+    kids = search._split(words[0], box, False)
+    bits = jnp.array([True, False, True, False])
+    jitted = jax.jit(search._mutant)(parent, box, kids, bits)
+    with jax.disable_jit():
+        eager = search._mutant(parent, box, kids, bits)
+    np.testing.assert_array_equal(np.asarray(jitted), np.asarray(eager))
+    expect = np.asarray(parent).copy()
+    expect[:, 3:40] = False
+    for j in (0, 2):
+        lo, hi = int(kids[j, 2]), int(kids[j, 3])
+        expect[:, lo:hi] = True  # kept children are kept whole (they lie inside a passing parent)
+    np.testing.assert_array_equal(np.asarray(eager), expect)
+
+
+def test_mesh_of_four_devices_matches_single_device(loudest):
+    if len(jax.devices()) < 4:
+        pytest.skip("needs 4 devices (tests/conftest.py forces 4 host CPU devices)")
+    mesh = Mesh(np.array(jax.devices()[:4]), ("cand",))
+    # max_batch 6 is padded to 8 per chunk so each of the 4 devices gets 2 candidates
+    cfg = SearchConfig(iters=CFG.iters, max_batch=6)
+    sharded = responsibility_maps(band_mlp, LOUDEST, loudest_clip(), config=cfg, key=KEY, mesh=mesh)
+    np.testing.assert_array_equal(sharded.maps, loudest.maps)
+    assert sharded.queries.tolist() == loudest.queries.tolist()
+    with pytest.raises(ValueError, match="no axis"):
+        responsibility_maps(band_mlp, LOUDEST, loudest_clip(), config=cfg, key=KEY, mesh=mesh, mesh_axis="x")
+
+
+def test_inactive_clips_are_not_searched_and_targets_can_be_given():
+    r = responsibility_maps(
+        band_mlp, LOUDEST, np.stack([loudest_clip(), loudest_clip()]), config=CFG, key=KEY,
+        targets=[1, 1], active=[True, False],
+    )
+    assert r.targets.tolist() == [1, 1]
+    assert r.queries[1] == 0 and not r.maps[1].any()
+    assert r.queries[0] > 0 and 64 <= int(np.argmax(r.maps[0, 1])) < 128  # band 1 wins once alone
+    with pytest.raises(ValueError, match="out of range"):
+        responsibility_maps(band_mlp, LOUDEST, loudest_clip(), config=CFG, key=KEY, targets=[4])
+
+
+def test_one_d_split_is_uniform_over_cut_triples():
+    # a box of width 7 has 6 interior cut positions: C(6, 3) = 20 equally likely triples
+    words = np.random.default_rng(0).integers(0, 2**32, size=(4000, 3), dtype=np.uint64).astype(np.uint32)
+    box = jnp.array([0, 1, 10, 17], jnp.int32)
+    kids = np.asarray(jax.jit(jax.vmap(lambda u: search._split(u, box, False)))(jnp.asarray(words)))
+    assert (kids[:, :, 3] > kids[:, :, 2]).all(), "every child is non-empty"
+    assert (kids[:, 0, 2] == 10).all() and (kids[:, 3, 3] == 17).all()
+    assert (kids[:, 1:, 2] == kids[:, :-1, 3]).all(), "children tile the box"
+    counts = {t: 0 for t in itertools.combinations(range(11, 17), 3)}
+    for k in kids:
+        counts[(int(k[1, 2]), int(k[2, 2]), int(k[3, 2]))] += 1
+    assert len(counts) == 20 and min(counts.values()) > 140 and max(counts.values()) < 260
+
+
+def test_two_d_split_makes_four_nonempty_quadrants():
+    words = np.random.default_rng(1).integers(0, 2**32, size=(500, 3), dtype=np.uint64).astype(np.uint32)
+    box = jnp.array([3, 5, 4, 9], jnp.int32)  # 2 rows x 5 columns
+    kids = np.asarray(jax.vmap(lambda u: search._split(u, box, True))(jnp.asarray(words)))
+    area = (kids[..., 1] - kids[..., 0]) * (kids[..., 3] - kids[..., 2])
+    assert (area > 0).all() and (area.sum(1) == 10).all()
+    assert set(kids[:, 0, 3].tolist()) == {5, 6, 7, 8}  # the column cut takes every interior value
+
+
+def test_config_and_input_errors():
+    with pytest.raises(ValueError, match="min_box_size"):
+        SearchConfig(min_box_size=3)
+    with pytest.raises(ValueError, match="confidence_filter"):
+        SearchConfig(confidence_filter=1.5)
+    with pytest.raises(ValueError, match="fewer than min_box_size"):
+        responsibility_maps(band_mlp, LOUDEST, np.ones(12, np.float32), config=CFG, key=KEY)
+    with pytest.raises(ValueError, match="keys"):
+        responsibility_maps(band_mlp, LOUDEST, np.ones((2, 512), np.float32), config=CFG, key=jax.random.split(KEY, 3))
+    assert RFFT().grid_shape(12) == (7,)
