@@ -332,6 +332,13 @@ def make_mesh(devices: int | None = None) -> jax.sharding.Mesh | None:
     return jax.sharding.Mesh(np.asarray(devs), ("batch",))
 
 
+def replicate(params: Any, mesh: jax.sharding.Mesh | None) -> Any:
+    """Parameters placed on every device of ``mesh`` (the batch is split, the model is not)."""
+    if mesh is None:
+        return params
+    return jax.device_put(params, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+
+
 def predict_logits(
     model: Model, waveforms: np.ndarray, *, batch: int = 32, mesh: jax.sharding.Mesh | None = None
 ) -> np.ndarray:
@@ -345,7 +352,10 @@ def predict_logits(
     ndev = 1 if mesh is None else mesh.devices.size
     b = max(ndev, int(math.ceil(min(batch, n) / ndev)) * ndev)
     fn = _batched_apply(model.apply)
-    sharding = None if mesh is None else jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch"))
+    params = replicate(model.params, mesh)
+    sharding = None
+    if mesh is not None:
+        sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch"))
     out = []
     for s in range(0, n, b):
         chunk = waveforms[s : s + b]
@@ -355,7 +365,7 @@ def predict_logits(
         xs = jnp.asarray(chunk, jnp.float32)
         if sharding is not None:
             xs = jax.device_put(xs, sharding)
-        out.append(np.asarray(fn(model.params, xs))[: b - pad])
+        out.append(np.asarray(fn(params, xs))[: b - pad])
     return np.concatenate(out).astype(np.float32)
 
 
@@ -563,6 +573,7 @@ def run_study(
         for b in range(n_batches)
         if not (out_dir / "models" / names[mi] / "explain" / f"batch_{b:05d}.npz").exists()
     ]
+    placed = [replicate(m.params, mesh) for m in models]
     bar = Progress(len(todo) * bsz, "explaining", quiet)
     t_explain = time.perf_counter()
     for mi, b in todo:
@@ -571,7 +582,7 @@ def run_study(
         xs = np.stack([_to_model_rate(clips[i], sr, model) for i in idx])
         exps = explain_many(
             model.apply,
-            model.params,
+            placed[mi],
             jnp.asarray(xs),
             domain=domain,
             config=cfg.search,
@@ -643,7 +654,8 @@ def _pack(exps: Sequence[Explanation], idx: np.ndarray) -> dict[str, np.ndarray]
         "mask": np.stack([np.asarray(e.mask) for e in exps]),
         "responsibility": np.stack([np.asarray(e.responsibility, np.float32) for e in exps]),
         "sufficient": np.stack([np.asarray(e.sufficient_waveform, np.float32) for e in exps]),
-        "verified": np.asarray([bool(e.verified) for e in exps]),
+        # a clip counts only when the extraction found a set and it was verified sufficient
+        "verified": np.asarray([bool(e.verified) and bool(e.found) for e in exps]),
         "minimal": np.asarray([bool(_certificate(e)) for e in exps]),
         "queries": np.asarray([int(e.queries) for e in exps], np.int64),
         "size_fraction": np.asarray([float(e.size_fraction) for e in exps], np.float32),
@@ -701,7 +713,7 @@ def compute_tables(arrays: StudyArrays, cfg: StudyConfig | None = None) -> dict[
     clip_ok = arrays.true >= 0 if has_true else np.ones_like(arrays.true, bool)
     valid = arrays.valid & clip_ok[None, :] if has_true else arrays.valid
     tables: dict[str, Any] = {}
-    if valid.any():
+    if valid.any() and len(names) >= 2:  # transfer needs a second model to listen
         result = transfer_analysis(
             arrays.labels, arrays.original, valid=valid, true=true, num_classes=c,
             model_names=names, n_boot=n_boot, seed=seed,
@@ -712,11 +724,13 @@ def compute_tables(arrays: StudyArrays, cfg: StudyConfig | None = None) -> dict[
         if len(names) >= 3:  # outlier statistics need at least three models to compare
             tables["flat_earthers"] = flat_earthers(result, empty=arrays.empty, threshold=threshold)
         tables["information"] = pairwise_information(
-            arrays.labels, arrays.original, true=true, valid=valid, num_classes=c, model_names=names
+            arrays.labels, arrays.original, true=true, valid=valid, num_classes=c, model_names=names,
+            n_boot=n_boot, seed=seed,
         )
     if has_true:
         tables["metrics"] = classification_metrics(
-            arrays.original[:, clip_ok], arrays.true[clip_ok], num_classes=c, model_names=names
+            arrays.original[:, clip_ok], arrays.true[clip_ok], num_classes=c, model_names=names,
+            n_boot=n_boot, seed=seed,
         )
     tables["baselines"] = pd.DataFrame(
         {

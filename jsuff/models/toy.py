@@ -65,7 +65,7 @@ class BandPower(nnx.Module):
         return jnp.log(_EPS + power @ jnp.asarray(sel))
 
     def __call__(self, waveforms: jax.Array) -> jax.Array:
-        return self.band_energies(waveforms) @ self.weights[...] + self.bias[...]
+        return self.band_energies(waveforms) @ self.weights[...] + self.bias[...][None, :]
 
 
 register(
