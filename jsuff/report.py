@@ -104,15 +104,16 @@ def rates_figure(models: Any, flags: Any | None) -> bytes:
         v = models[kind].to_numpy(float)
         err = np.abs(np.stack([v - models[f"{kind}_lo"].to_numpy(float), models[f"{kind}_hi"].to_numpy(float) - v]))
         ax.bar(x + off, v, 0.4, yerr=np.nan_to_num(err), capsize=3, label=kind, color=color)
+    flagged: set[str] = set()
     if flags is not None and "flat_earther" in flags:
         flagged = set(flags.loc[flags["flat_earther"].astype(bool), "model"])
-        for i, n in enumerate(names):
-            if n in flagged:
-                ax.annotate("flat-earther", (i, 1.02), ha="center", fontsize=8, color="crimson", annotation_clip=False)
-    ax.set_xticks(x, names, rotation=30, ha="right")
+    ax.set_xticks(x, [f"{n} (flat-earther)" if n in flagged else n for n in names], rotation=30, ha="right")
+    for tick, n in zip(ax.get_xticklabels(), names):
+        if n in flagged:
+            tick.set_color("crimson")
     ax.set_ylim(0, 1.1)
     ax.set_ylabel("transfer rate")
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2, frameon=False)
     ax.set_title("outgoing (others accept f's signals) / incoming (f accepts others')")
     return _png(fig)
 
@@ -137,7 +138,7 @@ def info_figure(info: Any, metrics: Any | None) -> bytes:
     for j, (lab, v) in enumerate(series):
         ax.bar(x - 0.4 + w * (j + 0.5), v, w, label=lab)
     ax.set_xticks(x, names, rotation=30, ha="right")
-    ax.legend(fontsize=7, loc="upper left")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=1, frameon=False)
     ax.set_title("what accuracy shows beside what mutual information shows")
     return _png(fig)
 
@@ -184,7 +185,7 @@ th{background:#f3f3f3}
 img{max-width:100%;display:block;margin:.5em 0}
 .clip{border-top:1px solid #ddd;padding:.5em 0}
 audio{height:32px;vertical-align:middle}
-.flag{color:crimson;font-weight:bold}
+.wide{overflow-x:auto;max-width:100%}
 """
 
 
@@ -195,7 +196,8 @@ def _img(png: bytes, alt: str) -> str:
 def _table(frame: Any, max_rows: int = 200) -> str:
     shown = frame.head(max_rows)
     note = f"<p>({len(frame) - max_rows} more rows in the CSV)</p>" if len(frame) > max_rows else ""
-    return shown.to_html(index=False, float_format=lambda v: f"{v:.3f}", border=0, na_rep="–") + note
+    body = shown.to_html(index=False, float_format=lambda v: f"{v:.3f}", border=0, na_rep="–")
+    return f"<div class='wide'>{body}</div>{note}"
 
 
 def write_report(study_dir: str | Path, *, max_clips: int = MAX_CLIPS_PER_MODEL) -> Path:
@@ -341,8 +343,10 @@ def summary_text(study_dir: str | Path, tables: Mapping[str, Any] | None = None)
         )
     if "flat_earthers" in tables:
         fe = tables["flat_earthers"]
-        lines.append("Flat-earther screening:")
-        lines.append(fe.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+        cols = [c for c in ("model", "outgoing", "outgoing_z", "incoming", "incoming_z", "consensus",
+                            "consensus_z", "dominant_fraction", "flat_earther", "reasons") if c in fe]
+        lines.append("Flat-earther screening (robust z-scores; flagged models listed with their reasons):")
+        lines.append(fe[cols].fillna("").to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     if "metrics" in tables and "information" in tables:
         info = tables["information"]
         off = info[info["source"] != info["target"]]
