@@ -1,0 +1,62 @@
+"""Frozen, hashable config dataclasses from the JSON dicts that ``model.json`` and converters carry.
+
+Example:
+    >>> import dataclasses
+    >>> @dataclasses.dataclass(frozen=True)
+    ... class C:
+    ...     dims: tuple
+    ...     rate: int = 16000
+    >>> parse_config(C, {"dims": [1, [2, 3]]}, arch="toy")
+    C(dims=(1, (2, 3)), rate=16000)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from jsuff.models.base import ModelError
+
+T = TypeVar("T")
+
+
+def _frozen(value: Any) -> Any:
+    # JSON lists become tuples so that the config is hashable (a static jit argument).
+    if isinstance(value, (list, tuple)):
+        return tuple(_frozen(v) for v in value)
+    return value
+
+
+def parse_config(cls: type[T], config: Mapping[str, Any], *, arch: str, ignored: tuple[str, ...] = ()) -> T:
+    """Build the dataclass ``cls`` from ``config``, naming every missing and unknown key at once.
+
+    Args:
+        cls: a frozen dataclass whose fields are the config keys.
+        config: the JSON mapping.
+        arch: the architecture name, for the error message.
+        ignored: keys that may appear and carry no meaning here (e.g. ``"architecture"``).
+
+    Raises:
+        ModelError: missing required keys or unknown keys (typos must not pass silently), or a
+            value the dataclass's own checks reject.
+    """
+    if not isinstance(config, Mapping):
+        raise ModelError(f"{arch} config must be a JSON object, got {type(config).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    required = [
+        n for n, f in fields.items() if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    missing = [n for n in required if n not in config]
+    unknown = sorted(k for k in config if k not in fields and k not in ignored)
+    if missing or unknown:
+        parts = [f"{arch} config does not fit the architecture:"]
+        if missing:
+            parts.append(f"  missing keys: {', '.join(missing)}")
+        if unknown:
+            parts.append(f"  unknown keys: {', '.join(unknown)} (known: {', '.join(fields)})")
+        raise ModelError("\n".join(parts))
+    try:
+        return cls(**{k: _frozen(v) for k, v in config.items() if k in fields})
+    except (TypeError, ValueError) as e:
+        raise ModelError(f"{arch} config is invalid: {e}") from None
