@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from candidates import check_batch_consistency, masked_candidates
+from family_checks import check_batch_consistency, masked_candidates
 from flax import nnx
 
 import converters

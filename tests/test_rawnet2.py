@@ -5,13 +5,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from candidates import check_batch_consistency, masked_candidates
+from family_checks import check_batch_consistency, masked_candidates, random_model
 from flax import nnx
 
 import converters
 import jsuff
 from converters.common import ConversionError
-from jsuff.models.base import ModelError, build_model
+from jsuff.models.base import ModelError
 from jsuff.models.rawnet2 import GRULayer, RawNet2Config, hidden_apply
 
 TINY = {
@@ -91,7 +91,7 @@ def test_config_layout_and_errors(tmp_path):
 
 def test_tiny_model_batches_jit_vmap_and_masked_candidates():
     cfg = RawNet2Config.from_mapping(TINY)
-    model = build_model("rawnet2", TINY, sample_rate=16000, labels=("spoof", "bonafide"), input=cfg.input_policy(), seed=1)
+    model = random_model("rawnet2", TINY, labels=("spoof", "bonafide"), input=cfg.input_policy(), seed=1)
     clip = np.random.default_rng(2).standard_normal(8000).astype(np.float32)
     batch = masked_candidates(model.prepare(clip), 8, seed=3)
     out = check_batch_consistency(model.apply, model.params, batch, atol=1e-5)

@@ -62,7 +62,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jsuff.models._config import parse_config
+from jsuff.models._family import init_rngs, parse_config
 from jsuff.models.base import Architecture, InputPolicy, register
 from jsuff.models.sinc import mel_sinc_filters, sinc_conv
 
@@ -345,7 +345,7 @@ class Aasist(nnx.Module):
 
 def build(config: Mapping[str, Any], rngs: nnx.Rngs) -> Aasist:
     """Build a randomly initialised AASIST from its published model config (a JSON mapping)."""
-    return Aasist(AasistConfig.from_mapping(config), rngs=rngs)
+    return Aasist(AasistConfig.from_mapping(config), rngs=init_rngs(rngs))
 
 
 register(Architecture(ARCH, build, "AASIST / AASIST-L spoofing detector (clovaai/aasist), raw 16 kHz", "aasist"))

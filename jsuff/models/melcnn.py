@@ -57,7 +57,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jsuff.models._config import parse_config
+from jsuff.models._family import init_rngs, parse_config
 from jsuff.models.base import Architecture, InputPolicy, register
 
 ARCH = "melcnn"
@@ -247,7 +247,7 @@ class MelCnn(nnx.Module):
 
 def build(config: Mapping[str, Any], rngs: nnx.Rngs) -> MelCnn:
     """Build a randomly initialised mel-CNN from its config (a JSON mapping)."""
-    return MelCnn(MelCnnConfig.from_mapping(config), rngs=rngs)
+    return MelCnn(MelCnnConfig.from_mapping(config), rngs=init_rngs(rngs))
 
 
 register(Architecture(ARCH, build, "log-mel CNN (conv-BN-ReLU-pool blocks, global pool, linear)", "melcnn"))

@@ -53,7 +53,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jsuff.models._config import parse_config
+from jsuff.models._family import init_rngs, parse_config
 from jsuff.models.base import Architecture, InputPolicy, Model, Params, get_architecture, register
 from jsuff.models.sinc import mel_sinc_filters, sinc_conv
 
@@ -218,7 +218,7 @@ class RawNet2(nnx.Module):
 
 def build(config: Mapping[str, Any], rngs: nnx.Rngs) -> RawNet2:
     """Build a randomly initialised RawNet2 from its model config (a JSON mapping)."""
-    return RawNet2(RawNet2Config.from_mapping(config), rngs=rngs)
+    return RawNet2(RawNet2Config.from_mapping(config), rngs=init_rngs(rngs))
 
 
 def hidden_apply(model: Model) -> Callable[[Params, jax.Array], tuple[jax.Array, jax.Array]]:

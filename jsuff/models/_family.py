@@ -1,4 +1,8 @@
-"""Frozen, hashable config dataclasses from the JSON dicts that ``model.json`` and converters carry.
+"""Helpers the AASIST, RawNet2 and mel-CNN family modules share.
+
+* :func:`parse_config`: frozen, hashable config dataclasses from the JSON dicts that
+  ``model.json`` and converters carry, with every missing and unknown key named at once;
+* :func:`init_rngs`: a cheap-to-compile PRNG for random initialisation.
 
 Example:
     >>> import dataclasses
@@ -15,6 +19,10 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from typing import Any, TypeVar
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
 
 from jsuff.models.base import ModelError
 
@@ -60,3 +68,16 @@ def parse_config(cls: type[T], config: Mapping[str, Any], *, arch: str, ignored:
         return cls(**{k: _frozen(v) for k, v in config.items() if k in fields})
     except (TypeError, ValueError) as e:
         raise ModelError(f"{arch} config is invalid: {e}") from None
+
+
+def init_rngs(rngs: nnx.Rngs) -> nnx.Rngs:
+    """Re-key ``rngs`` with JAX's ``"rbg"`` PRNG for parameter initialisation.
+
+    Eager initialisation with the default threefry PRNG compiles one random-bits program per
+    parameter shape, and XLA compiles threefry slowly: ~13 s of CPU for a small mel-CNN and ~24 s
+    for AASIST on 2 cores, against ~2 s and ~7 s with ``"rbg"`` (XLA's RngBitGenerator). The new
+    key is derived from ``rngs``, so a seed still fixes the weights (on a given backend: ``rbg``
+    streams may differ between CPU and GPU). Only initial values change; nothing else uses it.
+    """
+    data = jax.random.key_data(rngs.params())  # threefry: uint32[2]; rbg wants uint32[4]
+    return nnx.Rngs(params=jax.random.wrap_key_data(jnp.concatenate([data, data]), impl="rbg"))
