@@ -34,7 +34,25 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_models]
+def _add_convert(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("convert", help="convert a PyTorch checkpoint into a jsuff model directory")
+    p.add_argument("src", help="checkpoint file (.pth/.bin/.safetensors) or Hugging Face folder")
+    p.add_argument("--arch", help="architecture (see `jsuff models`); detected when omitted")
+    p.add_argument("--config", help="the checkpoint's model config JSON, where the family needs one")
+    p.add_argument("--out", required=True, help="model directory to write")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.set_defaults(func=_cmd_convert)
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from converters import convert
+
+    model = convert(args.src, args.out, arch=args.arch, config=args.config, overwrite=args.overwrite)
+    print(f"{args.out}: {model.arch}, {model.sample_rate} Hz, labels {', '.join(model.labels)}")
+    return 0
+
+
+_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_models, _add_convert]
 
 
 def build_parser() -> argparse.ArgumentParser:

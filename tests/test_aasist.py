@@ -12,6 +12,7 @@ from flax import nnx
 
 import converters
 import jsuff
+from jsuff import cli
 from converters.common import ConversionError
 from jsuff.models._family import init_rngs
 from jsuff.models.aasist import AasistConfig, GraphPool
@@ -44,14 +45,18 @@ def test_golden_logits(golden_dir, tmp_path, name, key):
 
 
 @pytest.mark.golden
-def test_wrapped_training_config_and_bad_keys(golden_dir, tmp_path):
+def test_cli_wrapped_training_config_and_bad_keys(golden_dir, tmp_path):
     import torch
 
     src = golden_dir / "aasist"
     wrapped = tmp_path / "AASIST-L.conf"
     wrapped.write_text(json.dumps({"batch_size": 24, "model_config": json.loads((src / "AASIST-L.json").read_text())}))
-    m = converters.convert(src / "AASIST-L.pth", None, arch="aasist", config=wrapped)
-    assert m.config["gat_dims"] == [24, 32]
+    out = tmp_path / "cli"
+    argv = ["convert", str(src / "AASIST-L.pth"), "--arch", "aasist", "--out", str(out)]
+    assert cli.main(argv) == 2  # no config: a one-line error, nothing written
+    assert not out.exists()
+    assert cli.main([*argv, "--config", str(wrapped)]) == 0
+    assert jsuff.load_model(out).config["gat_dims"] == [24, 32]
 
     sd = torch.load(src / "AASIST-L.pth", map_location="cpu", weights_only=True)
     sd.pop("GAT_layer_T.att_weight")
