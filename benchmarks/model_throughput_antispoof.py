@@ -55,7 +55,9 @@ RAWNET2 = {
     "filts": [20, [20, 20], [20, 32], [32, 32]], "blocks": [2, 4],
     "nb_fc_node": 64, "gru_node": 64, "nb_gru_layer": 3, "nb_classes": 2,
 }
-MELCNN = MelCnnConfig(num_classes=2, n_fft=512, hop=160, n_mels=64, channels=(16, 32, 64), num_samples=64600).to_json()
+MELCNN = MelCnnConfig(
+    num_classes=2, n_fft=512, hop=160, n_mels=64, channels=(16, 32, 64), num_samples=64600
+).to_json()
 
 MODELS = {"aasist": ("aasist", AASIST), "aasist-l": ("aasist", AASIST_L), "rawnet2": ("rawnet2", RAWNET2),
           "melcnn": ("melcnn", MELCNN)}

@@ -40,8 +40,15 @@ IGNORED = [r"^block\d+\.0\.bn1\.(weight|bias|running_mean|running_var)$"]
 
 
 convert = config_converter(
-    arch=ARCH, rules=RULES, ignore=IGNORED, labels=LABELS, parse=RawNet2Config.from_mapping, example="RawNet2.json"
+    arch=ARCH,
+    rules=RULES,
+    ignore=IGNORED,
+    labels=LABELS,
+    parse=RawNet2Config.from_mapping,
+    example="RawNet2.json",
 )
 
 
-register_converter(Converter(ARCH, convert, None, "RawNet2 anti-spoofing .pth (ASVspoof 2021 baseline) + model config JSON"))
+register_converter(
+    Converter(ARCH, convert, None, "RawNet2 anti-spoofing .pth (ASVspoof 2021 baseline) + model config JSON")
+)

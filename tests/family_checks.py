@@ -7,7 +7,7 @@ tests; eager (un-jitted) runs of whole models are left to the layer tests, becau
 every primitive of an eager call separately, which costs a minute for AASIST on a 2-core machine.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -16,7 +16,9 @@ import numpy as np
 from jsuff.models.base import InputPolicy, Model, build_model, expected_shapes
 
 
-def random_model(arch: str, config: dict, *, labels, input: InputPolicy = InputPolicy(), seed: int = 0) -> Model:
+def random_model(
+    arch: str, config: dict, *, labels: Sequence[str], input: InputPolicy = InputPolicy(), seed: int = 0
+) -> Model:
     """A model of ``arch`` with NumPy-random parameters and plausible batch-norm statistics.
 
     Random initialisation through the modules' own initialisers compiles one PRNG program per

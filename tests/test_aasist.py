@@ -50,7 +50,8 @@ def test_cli_wrapped_training_config_and_bad_keys(golden_dir, tmp_path):
 
     src = golden_dir / "aasist"
     wrapped = tmp_path / "AASIST-L.conf"
-    wrapped.write_text(json.dumps({"batch_size": 24, "model_config": json.loads((src / "AASIST-L.json").read_text())}))
+    published = json.loads((src / "AASIST-L.json").read_text())
+    wrapped.write_text(json.dumps({"batch_size": 24, "model_config": published}))
     out = tmp_path / "cli"
     argv = ["convert", str(src / "AASIST-L.pth"), "--arch", "aasist", "--out", str(out)]
     assert cli.main(argv) == 2  # no config: a one-line error, nothing written
@@ -83,7 +84,7 @@ def test_missing_config_and_config_errors(tmp_path):
     with pytest.raises(ModelError, match=r"missing keys: temperatures(.|\n)*unknown keys: gat_dim"):
         build_model("aasist", bad, sample_rate=16000, labels=("a", "b"))
     with pytest.raises(ModelError, match="do not chain|does not feed"):
-        build_model("aasist", dict(TINY, filts=[70, [1, 4], [5, 4], [4, 8], [8, 8]]), sample_rate=16000, labels="ab")
+        build_model("aasist", dict(TINY, filts=[70, [1, 4], [5, 4], [4, 8], [8, 8]]), sample_rate=1, labels="ab")
 
 
 def test_sinc_filters_match_the_windowed_ideal_band_pass():
@@ -95,7 +96,8 @@ def test_sinc_filters_match_the_windowed_ideal_band_pass():
     assert edges[0] == 0 and np.isclose(edges[-1], 0.5)
     n = np.arange(-64, 65)
     window = 0.54 - 0.46 * np.cos(2 * np.pi * np.arange(129) / 128)
-    ideal = 2 * edges[1:, None] * np.sinc(2 * edges[1:, None] * n) - 2 * edges[:-1, None] * np.sinc(2 * edges[:-1, None] * n)
+    lo, hi = edges[:-1, None], edges[1:, None]
+    ideal = 2 * hi * np.sinc(2 * hi * n) - 2 * lo * np.sinc(2 * lo * n)
     np.testing.assert_allclose(filters, (window * ideal).T, atol=1e-6)
     np.testing.assert_array_equal(filters, filters[::-1])  # symmetric: linear phase
     # each filter passes its own band: the peak of its response lies between its edges
@@ -135,3 +137,11 @@ def test_tiny_model_batches_jit_vmap_and_masked_candidates():
     out = check_batch_consistency(model.apply, model.params, batch, atol=1e-4)
     assert out.shape == (8, 2)
     assert np.ptp(out, axis=0).max() > 0  # candidates differ, so the check is not vacuous
+
+
+def test_too_short_clip_is_a_clear_error():
+    model = random_model("aasist", TINY, labels=("spoof", "bonafide"))
+    shortest = 16 + 3**7  # 17 taps, seven pools of 3
+    with pytest.raises(ValueError, match=f"at least {shortest} samples, got {shortest - 1}"):
+        jax.eval_shape(model.apply, model.params, jnp.zeros((1, shortest - 1)))
+    assert jax.eval_shape(model.apply, model.params, jnp.zeros((1, shortest))).shape == (1, 2)

@@ -29,7 +29,8 @@ TINY = {
 @pytest.mark.golden
 def test_golden_log_softmax_and_hidden(golden_dir, tmp_path):
     src = golden_dir / "rawnet2"
-    converters.convert(src / "rawnet2_small.pth", tmp_path / "rn2", arch="rawnet2", config=src / "rawnet2_small.json")
+    config = src / "rawnet2_small.json"
+    converters.convert(src / "rawnet2_small.pth", tmp_path / "rn2", arch="rawnet2", config=config)
     model = jsuff.load_model(tmp_path / "rn2")
     assert model.labels == ("spoof", "bonafide")
     assert (model.input.length, model.input.pad) == (64600, "repeat")
@@ -51,8 +52,9 @@ def test_bad_keys_are_all_named(golden_dir, tmp_path):
     sd["fc_attention3.0.weight"] = torch.zeros(32, 20)
     sd["gru.weight_ih_l3"] = torch.zeros(192, 64)
     torch.save(sd, tmp_path / "bad.pth")
+    config = src / "rawnet2_small.json"
     with pytest.raises(ConversionError) as e:
-        converters.convert(tmp_path / "bad.pth", tmp_path / "out", arch="rawnet2", config=src / "rawnet2_small.json")
+        converters.convert(tmp_path / "bad.pth", tmp_path / "out", arch="rawnet2", config=config)
     msg = str(e.value)
     assert "gru/2/hh/bias" in msg
     assert "fc_attention3.0.weight -> attention/3/kernel: got (20, 32), expected (32, 32)" in msg
@@ -87,6 +89,11 @@ def test_config_layout_and_errors(tmp_path):
         RawNet2Config.from_mapping({**TINY, "gru_nodes": 3})
     with pytest.raises(ConversionError, match="needs its model config"):
         converters.convert(tmp_path, None, arch="rawnet2")
+    model = random_model("rawnet2", TINY, labels=("spoof", "bonafide"))
+    shortest = 64 + 3**4  # 65 taps, a pool of 3 after the front end and after each of 3 blocks
+    with pytest.raises(ValueError, match=f"at least {shortest} samples"):
+        jax.eval_shape(model.apply, model.params, jnp.zeros((1, shortest - 1)))
+    assert jax.eval_shape(model.apply, model.params, jnp.zeros((2, shortest))).shape == (2, 2)
 
 
 def test_tiny_model_batches_jit_vmap_and_masked_candidates():

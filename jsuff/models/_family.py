@@ -52,9 +52,8 @@ def parse_config(cls: type[T], config: Mapping[str, Any], *, arch: str, ignored:
     if not isinstance(config, Mapping):
         raise ModelError(f"{arch} config must be a JSON object, got {type(config).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    required = [
-        n for n, f in fields.items() if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-    ]
+    no_default = dataclasses.MISSING
+    required = [n for n, f in fields.items() if f.default is no_default and f.default_factory is no_default]
     missing = [n for n in required if n not in config]
     unknown = sorted(k for k in config if k not in fields and k not in ignored)
     if missing or unknown:

@@ -5,8 +5,8 @@ architecture, ``aasist``, covers both released models; the published model confi
 (``filts``, ``gat_dims``, ``pool_ratios``, ``temperatures``, ``first_conv``, ``nb_samp``). Class 0
 is spoof, class 1 bona fide.
 
-The computation, for ``waveforms[B, T]`` (16 kHz, ``nb_samp`` = 64600 samples for the published
-models; see the converter for the input policy):
+The computation, for ``waveforms[B, T]`` (16 kHz; the published models were trained on ``nb_samp``
+= 64600 samples, see :meth:`AasistConfig.input_policy`; any ``T >= taps - 1 + 3**7`` runs):
 
 1. *Front end*: ``filts[0]`` fixed mel-spaced sinc filters of ``first_conv`` (+1 if even) taps,
    valid convolution (:mod:`jsuff.models.sinc`); ``|x|``; a 3×3 max-pool over the (filter, time)
@@ -64,7 +64,7 @@ from flax import nnx
 
 from jsuff.models._family import init_rngs, parse_config
 from jsuff.models.base import Architecture, InputPolicy, register
-from jsuff.models.sinc import mel_sinc_filters, sinc_conv
+from jsuff.models.sinc import mel_sinc_filters, odd_kernel_size, sinc_conv
 
 ARCH = "aasist"
 LABELS = ("spoof", "bonafide")
@@ -99,11 +99,11 @@ class AasistConfig:
 
     def __post_init__(self) -> None:
         f = self.filts
-        if not (
-            len(f) == 5
-            and isinstance(f[0], int)
-            and all(isinstance(p, tuple) and len(p) == 2 and all(isinstance(c, int) and c > 0 for c in p) for p in f[1:])
-        ):
+
+        def is_pair(p: object) -> bool:
+            return isinstance(p, tuple) and len(p) == 2 and all(isinstance(c, int) and c > 0 for c in p)
+
+        if not (len(f) == 5 and isinstance(f[0], int) and all(is_pair(p) for p in f[1:])):
             raise ValueError(f"filts must be [n_sinc, [in, out], [in, out], [in, out], [in, out]], got {f}")
         if f[1][0] != 1:
             raise ValueError(f"filts[1][0] must be 1 (the encoder's input is one channel), got {f[1][0]}")
@@ -308,6 +308,10 @@ class Aasist(nnx.Module):
     def __call__(self, waveforms: jax.Array) -> jax.Array:
         if waveforms.ndim != 2:
             raise ValueError(f"AASIST expects waveforms[B, T], got shape {waveforms.shape}")
+        # seven max-pools of 3 along time (front end + six blocks) must leave one temporal node
+        shortest = odd_kernel_size(self.config.first_conv) - 1 + 3**7
+        if waveforms.shape[1] < shortest:
+            raise ValueError(f"AASIST needs clips of at least {shortest} samples, got {waveforms.shape[1]}")
         e = jnp.abs(self._encode(waveforms))  # [B, H, W, C]
 
         e_s = jnp.max(e, axis=2) + self.pos_s[...]  # spectral nodes: max over time
@@ -348,4 +352,6 @@ def build(config: Mapping[str, Any], rngs: nnx.Rngs) -> Aasist:
     return Aasist(AasistConfig.from_mapping(config), rngs=init_rngs(rngs))
 
 
-register(Architecture(ARCH, build, "AASIST / AASIST-L spoofing detector (clovaai/aasist), raw 16 kHz", "aasist"))
+register(
+    Architecture(ARCH, build, "AASIST / AASIST-L spoofing detector (clovaai/aasist), raw 16 kHz", "aasist")
+)

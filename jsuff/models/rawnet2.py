@@ -4,7 +4,9 @@ A port of the layout of clovaai/aasist ``models/RawNet2Spoof.py`` for inference,
 its published model config (``filts``, ``first_conv``, ``blocks``, ``gru_node``, ``nb_gru_layer``,
 ``nb_fc_node``, ``nb_classes``, ``nb_samp``). Class 0 is spoof, class 1 bona fide.
 
-The computation, for ``waveforms[B, T]`` at 16 kHz, channels last ``[B, time, filters]``:
+The computation, for ``waveforms[B, T]`` at 16 kHz (trained on ``nb_samp`` samples, see
+:meth:`RawNet2Config.input_policy`; any ``T >= taps - 1 + 3**(1 + blocks)`` runs), channels last
+``[B, time, filters]``:
 
 1. ``filts[0]`` fixed mel-spaced sinc filters of ``first_conv`` (+1 if even) taps, valid
    convolution (:mod:`jsuff.models.sinc`); ``|x|``; max-pool 3 (floor); batch norm; SELU.
@@ -55,7 +57,7 @@ from flax import nnx
 
 from jsuff.models._family import init_rngs, parse_config
 from jsuff.models.base import Architecture, InputPolicy, Model, Params, get_architecture, register
-from jsuff.models.sinc import mel_sinc_filters, sinc_conv
+from jsuff.models.sinc import mel_sinc_filters, odd_kernel_size, sinc_conv
 
 ARCH = "rawnet2"
 LABELS = ("spoof", "bonafide")
@@ -138,7 +140,9 @@ class ResidualBlock1d(nnx.Module):
         self.conv1 = nnx.Conv(in_ch, out_ch, (3,), padding=((1, 1),), rngs=rngs)
         self.bn2 = nnx.BatchNorm(out_ch, **_BN, rngs=rngs)
         self.conv2 = nnx.Conv(out_ch, out_ch, (3,), padding=((1, 1),), rngs=rngs)
-        self.conv_downsample = nnx.Conv(in_ch, out_ch, (1,), padding="VALID", rngs=rngs) if in_ch != out_ch else None
+        self.conv_downsample = (
+            nnx.Conv(in_ch, out_ch, (1,), padding="VALID", rngs=rngs) if in_ch != out_ch else None
+        )
 
     def __call__(self, x: jax.Array) -> jax.Array:
         out = self.conv1(x)
@@ -201,6 +205,10 @@ class RawNet2(nnx.Module):
         if waveforms.ndim != 2:
             raise ValueError(f"RawNet2 expects waveforms[B, T], got shape {waveforms.shape}")
         cfg = self.config
+        # max-pools of 3 along time (front end + every block) must leave one step for the GRU
+        shortest = odd_kernel_size(cfg.first_conv) - 1 + 3 ** (1 + len(self.blocks))
+        if waveforms.shape[1] < shortest:
+            raise ValueError(f"RawNet2 needs clips of at least {shortest} samples, got {waveforms.shape[1]}")
         x = sinc_conv(waveforms, mel_sinc_filters(cfg.filts[0], cfg.first_conv, cfg.sample_rate))
         x = nnx.max_pool(jnp.abs(x), (3,), strides=(3,))
         x = jax.nn.selu(self.first_bn(x))
