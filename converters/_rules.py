@@ -110,7 +110,8 @@ def config_converter(
     """A family's ``convert(src, *, dest, config, overwrite)`` for a checkpoint plus model config.
 
     ``parse`` turns the config mapping into the family's config dataclass, which supplies
-    ``sample_rate`` and ``input_policy()``; the labels are fixed by the family.
+    ``sample_rate``, ``input_policy()`` and ``to_json()`` (the config stored in ``model.json``,
+    defaults written out); the labels are fixed by the family.
     """
 
     def convert(src: Path, *, dest: str | Path | None, config: Path | None, overwrite: bool = False) -> Model:
@@ -120,7 +121,7 @@ def config_converter(
             src,
             config,  # type: ignore[arg-type]  (read_model_config rejected None)
             arch=arch,
-            config=cfg,
+            config=parsed.to_json(),
             rules=rules,
             ignore=ignore,
             labels=labels,

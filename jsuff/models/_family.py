@@ -2,6 +2,7 @@
 
 * :func:`parse_config`: frozen, hashable config dataclasses from the JSON dicts that
   ``model.json`` and converters carry, with every missing and unknown key named at once;
+  :func:`config_to_json` the way back, every field written out (defaults included);
 * :func:`init_rngs`: a cheap-to-compile PRNG for random initialisation.
 
 Example:
@@ -34,6 +35,17 @@ def _frozen(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return tuple(_frozen(v) for v in value)
     return value
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_json(v) for v in value]
+    return value
+
+
+def config_to_json(config: Any) -> dict[str, Any]:
+    """A config dataclass as a JSON-ready dict, defaults written out (tuples become lists)."""
+    return {f.name: _json(getattr(config, f.name)) for f in dataclasses.fields(config)}
 
 
 def parse_config(cls: type[T], config: Mapping[str, Any], *, arch: str, ignored: tuple[str, ...] = ()) -> T:

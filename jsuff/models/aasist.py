@@ -62,7 +62,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jsuff.models._family import init_rngs, parse_config
+from jsuff.models._family import config_to_json, init_rngs, parse_config
 from jsuff.models.base import Architecture, InputPolicy, register
 from jsuff.models.sinc import mel_sinc_filters, odd_kernel_size, sinc_conv
 
@@ -124,6 +124,10 @@ class AasistConfig:
     @classmethod
     def from_mapping(cls, config: Mapping[str, Any]) -> AasistConfig:
         return parse_config(cls, config, arch=ARCH, ignored=("architecture",))
+
+    def to_json(self) -> dict[str, Any]:
+        """Every field, defaults included (what ``model.json`` stores)."""
+        return config_to_json(self)
 
     @property
     def spectral_nodes(self) -> int:

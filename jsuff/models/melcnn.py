@@ -57,7 +57,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jsuff.models._family import init_rngs, parse_config
+from jsuff.models._family import config_to_json, init_rngs, parse_config
 from jsuff.models.base import Architecture, InputPolicy, register
 
 ARCH = "melcnn"
@@ -121,7 +121,8 @@ class MelCnnConfig:
         return InputPolicy(length=self.num_samples, pad="zero", crop="start")
 
     def to_json(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        """Every field, defaults included (what ``model.json`` stores)."""
+        return config_to_json(self)
 
 
 # ----------------------------------------------------------------------------------------------

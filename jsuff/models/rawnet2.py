@@ -55,7 +55,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jsuff.models._family import init_rngs, parse_config
+from jsuff.models._family import config_to_json, init_rngs, parse_config
 from jsuff.models.base import Architecture, InputPolicy, Model, Params, get_architecture, register
 from jsuff.models.sinc import mel_sinc_filters, odd_kernel_size, sinc_conv
 
@@ -117,6 +117,10 @@ class RawNet2Config:
     @classmethod
     def from_mapping(cls, config: Mapping[str, Any]) -> RawNet2Config:
         return parse_config(cls, config, arch=ARCH, ignored=("architecture",))
+
+    def to_json(self) -> dict[str, Any]:
+        """Every field, defaults included (what ``model.json`` stores)."""
+        return config_to_json(self)
 
     def input_policy(self) -> InputPolicy:
         """``nb_samp`` samples; short clips tiled, long ones cut to their first ``nb_samp`` (the
