@@ -37,6 +37,12 @@ has ``conv = nn.Conv2d(c_in, c_out, 3, padding=1)`` and ``bn = nn.BatchNorm2d(c_
 nn.Linear(channels[-1], num_classes)``. The front end has no weights. Inside jsuff the layout is
 channels last, ``[B, n_mels, frames, C]``.
 
+A module trained in JAX is saved like any other: ``save_model(Model.from_module(module,
+arch="melcnn", config=cfg.to_json(), sample_rate=cfg.sample_rate, labels=labels,
+input=cfg.input_policy()), dest)`` (``from_module`` switches batch norm to inference mode). Note
+that ``optax.adam`` raises its decay rates to an int32 step count, which JAX's strict dtype
+promotion (as in this project's tests) rejects: train under ``jax.numpy_dtype_promotion("standard")``.
+
 Example:
     >>> import jax.numpy as jnp
     >>> from flax import nnx
