@@ -55,6 +55,14 @@ def test_multiclass_loudest_band(loudest):
     assert e.responsibility.shape == (257,) and e.mask.dtype == bool
 
 
+def test_second_explain_does_not_recompile(loudest):
+    from jsuff.search import TRACE_COUNTS
+
+    before = dict(TRACE_COUNTS)
+    again = explain(band_mlp, LOUDEST, loudest_clip()[::-1].copy(), config=CFG, key=jax.random.key(11))
+    assert dict(TRACE_COUNTS) == before and again.verified
+
+
 def test_two_bands_needed_at_once():
     e = explain(band_mlp, BOTH, both_clip(), config=CFG, key=KEY, extract=ExtractConfig(prune=True))
     assert e.target == 1 and e.verified and e.minimal is True

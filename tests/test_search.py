@@ -124,6 +124,20 @@ def test_same_key_same_result_other_key_other_trees(loudest):
     np.testing.assert_array_equal(raw.maps, loudest.maps)
 
 
+def test_confidence_filter_matches_the_loop_and_prunes_walks():
+    # quiet tones (band sums of about 1) keep the softmax away from saturation; a little noise
+    # keeps the labels of tone-free mutants away from float ties
+    x = tone(150, 1 / 256) + tone(170, 1 / 256) + tone(90, 1 / 256) + tone(180, 0.8 / 256) + noise(9, 1e-4)
+    cfg = SearchConfig(iters=CFG.iters, confidence_filter=0.95)  # no recompile: a traced threshold
+    strict = responsibility_maps(band_mlp, LOUDEST, x, config=cfg, key=KEY, target_only=True)
+    ref = responsibility_loop(band_mlp, LOUDEST, x, config=cfg, key=KEY)
+    np.testing.assert_allclose(strict.maps[0, 0], ref.maps[0, 2], atol=1e-5)
+    assert strict.queries.tolist() == ref.queries.tolist()
+    loose = responsibility_maps(band_mlp, LOUDEST, x, config=CFG, key=KEY, target_only=True)
+    # the filter rejects small, unsure mutants: the walks take other (here: larger, deeper) paths
+    assert not np.array_equal(strict.maps, loose.maps) and strict.queries[0] != loose.queries[0]
+
+
 def test_jit_equals_eager_for_the_box_helpers():
     # The whole walk is checked against its eager NumPy form by the loop-reference tests above;
     # here the traced helpers that cut boxes and build masks run with and without jit.
