@@ -65,16 +65,23 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jsuff.audio import validate_waveform
 from jsuff.domains import RFFT, Coefficients, Domain
 
 __all__ = [
     "SearchConfig",
-    "analyze_and_predict",
     "SearchResult",
+    "analyze_and_predict",
+    "class_logits",
     "clip_keys",
+    "constrain",
+    "device_batch",
+    "masked_logits",
     "predict",
+    "resolve_axis",
     "responsibility_loop",
     "responsibility_maps",
+    "top1_and_confidence",
 ]
 
 ApplyFn = Callable[[Any, jax.Array], jax.Array]
@@ -390,7 +397,11 @@ def _evaluate(
     params: Any,
     coeffs: Coefficients,
     targets: jax.Array,
-    state: _State,
+    depth: jax.Array,
+    parent: jax.Array,
+    boxes: jax.Array,
+    slot_ok: jax.Array,
+    alive: jax.Array,
     draws: jax.Array,
     *,
     apply_fn: ApplyFn,
@@ -404,10 +415,7 @@ def _evaluate(
     """Split the job boxes, then the top-1 label and target confidence of every valid candidate,
     ``batch`` per model call."""
     TRACE_COUNTS["evaluate"] += 1
-    prop = _propose(
-        state.depth, state.boxes, state.slot_ok, state.alive, draws, min_box_size=min_box_size, two_d=len(grid) == 2
-    )
-    parent, boxes = state.parent, state.boxes
+    prop = _propose(depth, boxes, slot_ok, alive, draws, min_box_size=min_box_size, two_d=len(grid) == 2)
     n, iters, slots, m = prop.valid.shape
     total = n * iters * slots * m
     chunks = -(-total // batch)
@@ -527,7 +535,7 @@ def _walk(
         if not bool(state.alive.any()):
             break
         prop, pred, conf = _evaluate(
-            params, coeffs, targets, state, draws,
+            params, coeffs, targets, state.depth, state.parent, state.boxes, state.slot_ok, state.alive, draws,
             apply_fn=apply_fn, domain=domain, grid=grid, batch=batch, mesh=mesh, axis=axis,
             min_box_size=config.min_box_size,
         )
@@ -546,8 +554,6 @@ def analyze_and_predict(
 
 
 def _as_batch(waveforms: Any) -> jax.Array:
-    from jsuff.audio import validate_waveform
-
     x = validate_waveform(np.asarray(waveforms), name="waveforms")
     return jnp.asarray(x[None] if x.ndim == 1 else x)
 
