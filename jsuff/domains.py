@@ -129,15 +129,14 @@ class Domain:
             phase = jnp.where(mag > 0, v / safe.astype(v.dtype), jnp.ones_like(v))
             return jnp.mean(mag).astype(v.dtype) * phase
         rms = jnp.sqrt(jnp.mean(mag * mag))
-        key = jax.random.key(self.noise_seed)
+        # one flat draw (multi-dimensional draws compile slowly on CPU), reshaped
+        size = int(np.prod(v.shape))
         if jnp.iscomplexobj(v):
-            kr, ki = jax.random.split(key)
-            re = jax.random.normal(kr, v.shape, jnp.float32)
-            im = jax.random.normal(ki, v.shape, jnp.float32)
-            noise = jax.lax.complex(re, im) / jnp.sqrt(jnp.float32(2.0)).astype(v.dtype)
+            pair = jax.random.normal(jax.random.key(self.noise_seed), (2 * size,), jnp.float32)
+            noise = jax.lax.complex(pair[:size], pair[size:]) / jnp.complex64(np.sqrt(2.0))
         else:
-            noise = jax.random.normal(key, v.shape, jnp.float32)
-        return (jnp.float32(self.noise_level) * rms).astype(v.dtype) * noise.astype(v.dtype)
+            noise = jax.random.normal(jax.random.key(self.noise_seed), (size,), jnp.float32)
+        return (jnp.float32(self.noise_level) * rms).astype(v.dtype) * noise.reshape(v.shape).astype(v.dtype)
 
     def to_json(self) -> dict[str, Any]:
         """``{"name": ..., **fields}``: what a summary or config file records."""

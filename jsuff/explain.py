@@ -186,11 +186,11 @@ def explain_many(
     if active.any():
         search = responsibility_maps(
             apply_fn, params, x, domain=domain, config=config, key=per_clip, targets=tgt, active=active,
-            mesh=mesh, mesh_axis=mesh_axis,
+            mesh=mesh, mesh_axis=mesh_axis, target_only=True,
         )
-        maps, search_queries = search.maps, search.queries
+        maps, search_queries = search.maps[:, 0], search.queries
     else:
-        maps, search_queries = np.zeros((n, probs.shape[1], *grid), np.float32), np.zeros(n, np.int64)
+        maps, search_queries = np.zeros((n, *grid), np.float32), np.zeros(n, np.int64)
     settings = {
         "domain": domain.to_json(),
         "search": dataclasses.asdict(config),
@@ -198,7 +198,7 @@ def explain_many(
     }
     out = []
     for i, oracle in enumerate(oracles):
-        resp = maps[i, tgt[i]]
+        resp = maps[i]
         found = extract_set(oracle, resp, extract)
         out.append(_explanation(oracle, domain, resp, found, int(search_queries[i]), chunk, extract.mode, settings))
     return out

@@ -264,15 +264,21 @@ class Oracle:
         include = np.asarray(include, bool)
         if include.ndim != 2 or include.shape[1] != ranking.num_chunks:
             raise ValueError(f"include must be [P, {ranking.num_chunks}], got {include.shape}")
-        n = include.shape[0]
+        return self.classify_rows(ranking, include.shape[0], lambda lo, hi: include[lo:hi])
+
+    def classify_rows(
+        self, ranking: Ranking, n: int, rows_of: Callable[[int, int], np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Like :meth:`classify` for ``n`` sets whose rows ``rows_of(lo, hi)`` are built one call
+        at a time, so memory stays ``per_call x num_chunks`` however many sets there are."""
         labels, conf = np.zeros(n, np.int32), np.zeros(n, np.float32)
         chunk_of_cell = jnp.asarray(ranking.chunk_of_cell)
         start = 0
         while start < n:
             # two fixed call sizes (one batch, or per_call rows) so nothing recompiles
             size = self.batch if n - start <= self.batch else self.per_call
-            rows = include[start : start + size]
-            padded = np.zeros((size, include.shape[1]), bool)
+            rows = np.asarray(rows_of(start, min(start + size, n)), bool)
+            padded = np.zeros((size, ranking.num_chunks), bool)
             padded[: len(rows)] = rows
             lab, cf = _classify_sets(
                 self.params, self.coeffs, chunk_of_cell, jnp.asarray(padded), jnp.int32(self.target),
@@ -350,14 +356,18 @@ class Certificate(NamedTuple):
 
 
 def certify(oracle: Oracle, ranking: Ranking, include: np.ndarray) -> Certificate:
-    """Check in one batch that removing any one chunk of S breaks sufficiency."""
+    """Check, batched, that removing any one chunk of S breaks sufficiency."""
     include = np.asarray(include, bool)
     members = np.flatnonzero(include)
     if members.size == 0:
         return Certificate(True, ())
-    rows = np.repeat(include[None], members.size, axis=0)
-    rows[np.arange(members.size), members] = False
-    still = oracle.passes(*oracle.classify(ranking, rows))
+
+    def rows(lo: int, hi: int) -> np.ndarray:
+        out = np.repeat(include[None], hi - lo, axis=0)
+        out[np.arange(hi - lo), members[lo:hi]] = False
+        return out
+
+    still = oracle.passes(*oracle.classify_rows(ranking, members.size, rows))
     removable = tuple(int(j) for j in members[still])
     return Certificate(not removable, removable)
 
@@ -374,10 +384,14 @@ def prune(oracle: Oracle, ranking: Ranking, include: np.ndarray) -> tuple[np.nda
         if cert.minimal:
             return s, cert
         drop = np.array(sorted(cert.removable, reverse=True))
-        rows = np.repeat(s[None], drop.size, axis=0)
-        for i in range(drop.size):
-            rows[i, drop[: i + 1]] = False
-        ok = oracle.passes(*oracle.classify(ranking, rows))
+
+        def rows(lo: int, hi: int, s: np.ndarray = s, drop: np.ndarray = drop) -> np.ndarray:
+            out = np.repeat(s[None], hi - lo, axis=0)
+            for i in range(lo, hi):  # row i drops the first i + 1 removable chunks
+                out[i - lo, drop[: i + 1]] = False
+            return out
+
+        ok = oracle.passes(*oracle.classify_rows(ranking, drop.size, rows))
         run = drop.size if ok.all() else int(np.argmin(ok))
         if run == 0:  # the single removal that was certified no longer passes: stop, report as is
             return s, cert

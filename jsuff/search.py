@@ -25,18 +25,17 @@ the ReX code, static boxes survive to later depths, the passing mutants of *all*
 depth compete for the next job, and 1-D children are the box's own cells (not a prefix).
 
 **Batching.** All clips x iterations advance in lock-step, one depth at a time (a Python loop of
-at most ``tree_depth + 1`` steps that stops once no iteration is alive). A depth is three jitted
-calls: ``_propose`` splits every job box and lists the valid candidates (alive iteration, real and
-splittable box) first; ``_evaluate`` is the one vmapped call through the model: inside a
-``lax.while_loop`` it takes the valid candidates ``max_batch`` at a time, builds their masks from
-box bounds with iota compares, synthesises them with ``vmap(domain.synthesize)`` and classifies
-them with one ``apply(params, waveforms[B, T])`` per chunk (the padding of the last chunk is
-computed and thrown away); ``_advance`` credits and picks the next jobs. The two bookkeeping calls
-never see the model, so they compile once per shape and are shared by all models. Nothing is
-quadratic in the grid: a chunk costs ``max_batch x grid``. Credits are integers (6/|A| in units
-of 1/6) added at the corners of each child box in a per-clip 2-D difference array and integrated
-once at the end, so maps are exact, cost O(grid) per depth, and do not depend on chunking,
-batching or devices. Randomness: every word a clip's walks draw comes up front from that clip's
+at most ``tree_depth + 1`` steps that stops once no iteration is alive). A depth is two jitted
+calls. ``_evaluate`` is the one vmapped call through the model: it splits every job box, sorts the
+valid candidates (alive iteration, real and splittable box) first, and inside a ``lax.while_loop``
+takes them ``max_batch`` at a time, builds their masks from box bounds with iota compares,
+synthesises them with ``vmap(domain.synthesize)`` and classifies them with one
+``apply(params, waveforms[B, T])`` per chunk (the padding of the last chunk is computed and thrown
+away). ``_advance`` credits and picks the next jobs; it never sees the model, so it compiles once
+per shape and is shared by all models. Nothing is quadratic in the grid: a chunk costs
+``max_batch x grid``. Credits are integers (6/|A| in units of 1/6) added at the corners of each
+child box in a per-clip 2-D difference array and integrated once at the end, so maps are exact,
+cost O(grid) per depth, and do not depend on chunking, batching or devices. Randomness: every word a clip's walks draw comes up front from that clip's
 key alone, so batched clips equal one-at-a-time, and the same key gives the same trees.
 
 Example:
@@ -66,16 +65,23 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jsuff.audio import validate_waveform
 from jsuff.domains import RFFT, Coefficients, Domain
 
 __all__ = [
     "SearchConfig",
-    "analyze_and_predict",
     "SearchResult",
+    "analyze_and_predict",
+    "class_logits",
     "clip_keys",
+    "constrain",
+    "device_batch",
+    "masked_logits",
     "predict",
+    "resolve_axis",
     "responsibility_loop",
     "responsibility_maps",
+    "top1_and_confidence",
 ]
 
 ApplyFn = Callable[[Any, jax.Array], jax.Array]
@@ -133,7 +139,8 @@ class SearchResult(NamedTuple):
 
     Attributes:
         maps: ``[N, C, *grid]`` float32; ``maps[n, c]`` is the credit mutants predicted as class
-            ``c`` earned over the grid (summed over iterations).
+            ``c`` earned over the grid (summed over iterations). ``[N, 1, *grid]``, the target's
+            map, when searched with ``target_only``.
         targets: ``[N]`` the label each clip was searched for.
         target_confidence: ``[N]`` softmax confidence of the target on the clip.
         queries: ``[N]`` model evaluations of mutants (padding excluded).
@@ -303,9 +310,11 @@ def clip_keys(key: jax.Array, n: int) -> jax.Array:
     return k
 
 
+@functools.partial(jax.jit, static_argnames=("iters", "tree_depth"))
 def _draws(keys: jax.Array, iters: int, tree_depth: int) -> jax.Array:
     """``[N, iters, depth, slot, 3]`` random words: everything the walks of N clips draw, made up
     front from each clip's key (a flat draw: multi-dimensional ``random.bits`` compiles slowly)."""
+    TRACE_COUNTS["draws"] += 1
     shape = (iters, tree_depth + 1, _SLOTS, 3)
     bits = jax.vmap(lambda k: jax.random.bits(k, (int(np.prod(shape)),), jnp.uint32))(keys)
     return bits.reshape((keys.shape[0], *shape))
@@ -343,27 +352,24 @@ def _grid2(grid: tuple[int, ...]) -> tuple[int, int]:
 # evaluation stage is the one vmapped, chunked call per depth through ``apply``.
 
 
-@functools.partial(jax.jit, static_argnames=("iters", "grid", "num_classes", "tree_depth"))
-def _start(active: jax.Array, keys: jax.Array, *, iters: int, grid: tuple[int, ...], num_classes: int,
-           tree_depth: int) -> tuple[_State, jax.Array]:
-    TRACE_COUNTS["start"] += 1
+def _initial_state(active: np.ndarray, iters: int, grid: tuple[int, ...], num_classes: int) -> _State:
+    """Every iteration at the root: one job, the whole grid (built on the host, nothing to compile)."""
     n = active.shape[0]
     r, w = _grid2(grid)
-    root = jnp.broadcast_to(jnp.array([0, r, 0, w], jnp.int32), (n, iters, 1, 4))
-    state = _State(
+    boxes = np.zeros((n, iters, _SLOTS, 4), np.int32)
+    boxes[:, :, 0] = (0, r, 0, w)
+    return _State(
         depth=jnp.int32(0),
         parent=jnp.ones((n, iters, r, w), bool),
-        boxes=jnp.concatenate([root, jnp.zeros((n, iters, _SLOTS - 1, 4), jnp.int32)], axis=2),
-        slot_ok=jnp.broadcast_to(jnp.arange(_SLOTS) == 0, (n, iters, _SLOTS)),
-        alive=jnp.broadcast_to(active[:, None], (n, iters)),
+        boxes=jnp.asarray(boxes),
+        slot_ok=jnp.asarray(np.broadcast_to(np.arange(_SLOTS) == 0, (n, iters, _SLOTS))),
+        alive=jnp.asarray(np.broadcast_to(np.asarray(active, bool)[:, None], (n, iters))),
         diff=jnp.zeros((n, r + 1, w + 1, num_classes), jnp.int32),
         queries=jnp.zeros(n, jnp.int32),
         deepest=jnp.full(n, -1, jnp.int32),
     )
-    return state, _draws(keys, iters, tree_depth)
 
 
-@functools.partial(jax.jit, static_argnames=("min_box_size", "two_d"))
 def _propose(
     depth: jax.Array,
     boxes: jax.Array,
@@ -374,7 +380,6 @@ def _propose(
     min_box_size: int,
     two_d: bool,
 ) -> _Proposal:
-    TRACE_COUNTS["propose"] += 1
     u = jax.lax.dynamic_index_in_dim(draws, depth, axis=2, keepdims=False)  # [N, I, 3, 3]
     kids = jax.vmap(jax.vmap(jax.vmap(functools.partial(_split, two_d=two_d))))(u, boxes)
     can = slot_ok & alive[:, :, None] & _splittable(boxes, min_box_size, two_d)
@@ -385,14 +390,19 @@ def _propose(
     return _Proposal(kids, valid, order, flat.sum(dtype=jnp.int32))
 
 
-@functools.partial(jax.jit, static_argnames=("apply_fn", "domain", "grid", "batch", "mesh", "axis"))
+@functools.partial(
+    jax.jit, static_argnames=("apply_fn", "domain", "grid", "batch", "mesh", "axis", "min_box_size")
+)
 def _evaluate(
     params: Any,
     coeffs: Coefficients,
     targets: jax.Array,
+    depth: jax.Array,
     parent: jax.Array,
     boxes: jax.Array,
-    prop: _Proposal,
+    slot_ok: jax.Array,
+    alive: jax.Array,
+    draws: jax.Array,
     *,
     apply_fn: ApplyFn,
     domain: Domain,
@@ -400,9 +410,12 @@ def _evaluate(
     batch: int,
     mesh: Mesh | None,
     axis: str | None,
-) -> tuple[jax.Array, jax.Array]:
-    """Top-1 label and target confidence of every valid candidate, ``batch`` per model call."""
+    min_box_size: int,
+) -> tuple[_Proposal, jax.Array, jax.Array]:
+    """Split the job boxes, then the top-1 label and target confidence of every valid candidate,
+    ``batch`` per model call."""
     TRACE_COUNTS["evaluate"] += 1
+    prop = _propose(depth, boxes, slot_ok, alive, draws, min_box_size=min_box_size, two_d=len(grid) == 2)
     n, iters, slots, m = prop.valid.shape
     total = n * iters * slots * m
     chunks = -(-total // batch)
@@ -424,12 +437,19 @@ def _evaluate(
 
     init = (jnp.int32(0), jnp.zeros(total + 1, jnp.int32), jnp.zeros(total + 1, jnp.float32))
     _, pred, conf = jax.lax.while_loop(lambda cr: cr[0] * batch < prop.count, chunk, init)
-    return pred[:total].reshape(n, iters, slots, m), conf[:total].reshape(n, iters, slots, m)
+    return prop, pred[:total].reshape(n, iters, slots, m), conf[:total].reshape(n, iters, slots, m)
 
 
-@jax.jit
+@functools.partial(jax.jit, static_argnames=("target_only",))
 def _advance(
-    state: _State, prop: _Proposal, pred: jax.Array, conf: jax.Array, targets: jax.Array, thresholds: jax.Array
+    state: _State,
+    prop: _Proposal,
+    pred: jax.Array,
+    conf: jax.Array,
+    targets: jax.Array,
+    thresholds: jax.Array,
+    *,
+    target_only: bool = False,
 ) -> _State:
     """Credit the refinements that had a pass and move each iteration to its next job."""
     TRACE_COUNTS["advance"] += 1
@@ -443,9 +463,11 @@ def _advance(
     # credit: each mutant of a refinement with a pass gives 6/|A| to its predicted class over
     # each kept child -> weights [N, I, 3, child, class], added at the children's 4 corners of
     # the difference array (+ at (r0, c0) and (r1, c1), - at (r0, c1) and (r1, c0)), one scatter.
-    votes = (pred[..., None] == jnp.arange(c, dtype=jnp.int32).reshape(1, 1, 1, 1, c)) & (
-        valid & refinement_passed[..., None]
-    )[..., None]
+    if target_only:  # one map, the target's: the credit of mutants predicted as the target
+        classes = targets.reshape(n, 1, 1, 1, 1)
+    else:
+        classes = jnp.arange(c, dtype=jnp.int32).reshape(1, 1, 1, 1, c)
+    votes = (pred[..., None] == classes) & (valid & refinement_passed[..., None])[..., None]
     weight = jnp.sum(
         votes.astype(jnp.int32)[:, :, :, :, None, :] * jnp.asarray(_CREDIT).reshape(1, 1, 1, m, 4, 1), axis=3
     )  # [N, I, 3, 4, C]
@@ -502,25 +524,22 @@ def _walk(
     num_classes: int,
     mesh: Mesh | None,
     axis: str | None,
+    target_only: bool,
 ) -> _State:
     """All iterations of all clips, depth by depth in lock-step."""
     n = active.shape[0]
-    state, draws = _start(
-        active, keys, iters=config.iters, grid=grid, num_classes=num_classes, tree_depth=config.tree_depth
-    )
+    state = _initial_state(np.asarray(active), config.iters, grid, 1 if target_only else num_classes)
+    draws = _draws(keys, iters=config.iters, tree_depth=config.tree_depth)
     batch = device_batch(config.max_batch, n * config.iters * _SLOTS * len(SUBSETS), mesh, axis)
     for _ in range(config.tree_depth + 1):
         if not bool(state.alive.any()):
             break
-        prop = _propose(
-            state.depth, state.boxes, state.slot_ok, state.alive, draws,
-            min_box_size=config.min_box_size, two_d=len(grid) == 2,
-        )
-        pred, conf = _evaluate(
-            params, coeffs, targets, state.parent, state.boxes, prop,
+        prop, pred, conf = _evaluate(
+            params, coeffs, targets, state.depth, state.parent, state.boxes, state.slot_ok, state.alive, draws,
             apply_fn=apply_fn, domain=domain, grid=grid, batch=batch, mesh=mesh, axis=axis,
+            min_box_size=config.min_box_size,
         )
-        state = _advance(state, prop, pred, conf, targets, thresholds)
+        state = _advance(state, prop, pred, conf, targets, thresholds, target_only=target_only)
     return state
 
 
@@ -535,8 +554,6 @@ def analyze_and_predict(
 
 
 def _as_batch(waveforms: Any) -> jax.Array:
-    from jsuff.audio import validate_waveform
-
     x = validate_waveform(np.asarray(waveforms), name="waveforms")
     return jnp.asarray(x[None] if x.ndim == 1 else x)
 
@@ -553,6 +570,7 @@ def responsibility_maps(
     active: Any = None,
     mesh: Mesh | None = None,
     mesh_axis: str | None = None,
+    target_only: bool = False,
 ) -> SearchResult:
     """Causal responsibility maps of one or several clips (see the module docstring).
 
@@ -568,9 +586,11 @@ def responsibility_maps(
         active: ``[N]`` bool; clips marked False are not searched (zero maps, no queries).
         mesh: shard each chunk of candidates over the devices of one mesh axis.
         mesh_axis: that axis (default: the mesh's first).
+        target_only: keep only the target's map (``[N, 1, *grid]``): memory O(grid) instead of
+            O(classes x grid), which matters for many-class models on long clips.
 
     Returns:
-        :class:`SearchResult` with ``[N, C, *grid]`` maps.
+        :class:`SearchResult` with ``[N, C, *grid]`` maps (``[N, 1, *grid]`` with ``target_only``).
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -604,11 +624,12 @@ def responsibility_maps(
     state = _walk(
         apply_fn, params, domain, coeffs, tgt, conf * jnp.float32(config.confidence_filter), act,
         clip_keys(key, n), config=config, grid=tuple(grid), num_classes=num_classes, mesh=mesh, axis=axis,
+        target_only=target_only,
     )
     # integrate the difference arrays on the host, exactly (int64), once
     r, w = _grid2(tuple(grid))
     credits = np.cumsum(np.cumsum(np.asarray(state.diff, np.int64), axis=1), axis=2)[:, :r, :w, :]
-    maps = np.moveaxis(credits, -1, 1).reshape((n, num_classes, *grid))
+    maps = np.moveaxis(credits, -1, 1).reshape((n, credits.shape[-1], *grid))
     return SearchResult(
         maps=(maps / CREDIT_UNIT).astype(np.float32),
         targets=np.asarray(tgt),
@@ -655,7 +676,7 @@ def responsibility_loop(
     split = _loop_splitter(two_d)
     maps = np.zeros((probs.shape[0], r, w), np.float64)
     queries, deepest = 0, -1
-    for words in np.asarray(_draws(clip_keys(key, 1), config.iters, config.tree_depth))[0]:
+    for words in np.asarray(_draws(clip_keys(key, 1), iters=config.iters, tree_depth=config.tree_depth))[0]:
         parent = np.ones((r, w), bool)
         job = [(0, r, 0, w)]
         for depth in range(config.tree_depth + 1):

@@ -83,6 +83,14 @@ def test_sufficient_contrastive_and_complete_differ_as_planted(graded):
     assert ex.confidence >= graded.full_confidence
 
 
+def test_tau_asks_for_confidence_as_well(graded):
+    strict = Oracle(band_mlp, LOUDEST, RFFT(), graded.coeffs, 2, graded.confidence, tau=0.9, chunk_size=1)
+    ranking = rank(planted(150, 170, 90, 180), 1)
+    # {150} is top-1 with confidence 0.47 < 0.9 x 0.78; {150, 170} has 0.71 >= 0.70
+    assert sufficient_prefix(graded, ranking) == 1
+    assert sufficient_prefix(strict, ranking) == 2
+
+
 @pytest.mark.parametrize("per_call", [1, 2, 7, 256])
 def test_scans_do_not_depend_on_prefixes_per_call(both, per_call):
     ranking = rank(planted(5, 40, 208), 1)
