@@ -34,7 +34,7 @@ from jax.sharding import Mesh
 from jsuff.audio import AudioError, validate_waveform, write_wav
 from jsuff.domains import RFFT, Domain
 from jsuff.extract import ExtractConfig, Extraction, Oracle, extract as extract_set
-from jsuff.search import ApplyFn, SearchConfig, analyze_and_predict, clip_keys, responsibility_maps
+from jsuff.search import ApplyFn, SearchConfig, analyze_and_predict, clip_keys, replicate, responsibility_maps
 
 __all__ = ["Explanation", "explain", "explain_many"]
 
@@ -167,6 +167,7 @@ def explain_many(
     n = x.shape[0]
     _check_clips(x, domain, config, "waveforms" if n > 1 else "waveform")
     per_clip = clip_keys(key if keys is None else keys, n)
+    params = replicate(params, mesh)
     chunk = extract.resolved_chunk_size(config.min_box_size)
     coeffs, logits = analyze_and_predict(apply_fn, domain, params, jnp.asarray(x))
     probs = np.asarray(jax.nn.softmax(logits, axis=-1))

@@ -202,6 +202,17 @@ def top1_and_confidence(logits: jax.Array, targets: jax.Array) -> tuple[jax.Arra
     return jnp.argmax(logits, axis=-1).astype(jnp.int32), conf
 
 
+def replicate(params: Any, mesh: Mesh | None) -> Any:
+    """``params`` placed on every device of ``mesh`` (candidates are split, the model is not).
+
+    Parameters restored from a checkpoint are committed to one device; without this, a jitted call
+    that also sees mesh-sharded candidates would refuse the mix of devices.
+    """
+    if mesh is None:
+        return params
+    return jax.device_put(params, NamedSharding(mesh, PartitionSpec()))
+
+
 def device_batch(max_batch: int, total: int, mesh: Mesh | None, axis: str | None) -> int:
     """Chunk size: ``max_batch`` (or fewer when there is less to do), rounded up to a multiple of
     the mesh axis' device count so each device gets an equal share."""
@@ -611,6 +622,7 @@ def responsibility_maps(
             f"min_box_size={config.min_box_size}: there is nothing to search"
         )
     axis = resolve_axis(mesh, mesh_axis)
+    params = replicate(params, mesh)
     coeffs, logits = analyze_and_predict(apply_fn, domain, params, x)
     num_classes = int(logits.shape[1])
     if targets is None:

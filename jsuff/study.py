@@ -59,7 +59,7 @@ from jsuff.domains import get_domain
 from jsuff.explain import Explanation, explain_many
 from jsuff.extract import ExtractConfig
 from jsuff.models.base import InputPolicy, Model, ModelError, fit_length, load_model
-from jsuff.search import SearchConfig
+from jsuff.search import SearchConfig, replicate
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 
@@ -332,13 +332,6 @@ def make_mesh(devices: int | None = None) -> jax.sharding.Mesh | None:
     return jax.sharding.Mesh(np.asarray(devs), ("batch",))
 
 
-def replicate(params: Any, mesh: jax.sharding.Mesh | None) -> Any:
-    """Parameters placed on every device of ``mesh`` (the batch is split, the model is not)."""
-    if mesh is None:
-        return params
-    return jax.device_put(params, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
-
-
 def predict_logits(
     model: Model, waveforms: np.ndarray, *, batch: int = 32, mesh: jax.sharding.Mesh | None = None
 ) -> np.ndarray:
@@ -573,7 +566,6 @@ def run_study(
         for b in range(n_batches)
         if not (out_dir / "models" / names[mi] / "explain" / f"batch_{b:05d}.npz").exists()
     ]
-    placed = [replicate(m.params, mesh) for m in models]
     bar = Progress(len(todo) * bsz, "explaining", quiet)
     t_explain = time.perf_counter()
     for mi, b in todo:
@@ -582,7 +574,7 @@ def run_study(
         xs = np.stack([_to_model_rate(clips[i], sr, model) for i in idx])
         exps = explain_many(
             model.apply,
-            placed[mi],
+            model.params,
             jnp.asarray(xs),
             domain=domain,
             config=cfg.search,

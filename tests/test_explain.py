@@ -130,6 +130,10 @@ def test_independent_of_prefixes_per_call_and_devices(loudest):
     np.testing.assert_array_equal(sharded.mask, loudest.mask)
     np.testing.assert_array_equal(sharded.responsibility, loudest.responsibility)
     assert sharded.summary() == loudest.summary()
+    # parameters committed to one device (as restored from a checkpoint) are replicated for the mesh
+    committed = jax.device_put(LOUDEST, jax.devices()[0])
+    placed = explain(band_mlp, committed, loudest_clip(), config=CFG, key=KEY, mesh=mesh)
+    np.testing.assert_array_equal(placed.mask, loudest.mask)
 
 
 def test_modes_and_explicit_target(loudest):
