@@ -145,6 +145,38 @@ def clip(seed: int, seconds: float = 1.0, sample_rate: int = SAMPLE_RATE) -> np.
     return (x + 0.02 * rng.standard_normal(t.size)).astype(np.float32)
 
 
+def candidates(seconds: float, batch: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A test clip ``[T]`` and ``batch`` random keep-masks over its rfft grid (mixed densities)."""
+    x = clip(seed, seconds)
+    rng = np.random.default_rng(seed)
+    masks = rng.uniform(size=(batch, x.size // 2 + 1)) < rng.uniform(0.05, 0.95, size=(batch, 1))
+    return x, masks
+
+
+def candidate_logits(
+    model: Any, x: np.ndarray, masks: np.ndarray, compute_dtype: str = "float32"
+) -> tuple[float, Callable[[], Any], Any]:
+    """Compile the search's candidate evaluation (``jsuff.search.masked_logits``: masks, rfft
+    synthesis, the model) for one batch; returns ``(compile_s, run, compiled)`` where ``run()``
+    gives the float32 logits ``[B, C]``, ready (``block_until_ready``), and ``compiled`` is the
+    XLA executable (for ``cost_analysis()``)."""
+    import jax
+    import jax.numpy as jnp
+
+    from jsuff.domains import RFFT
+    from jsuff.search import masked_logits
+
+    coeffs = jax.vmap(RFFT().analyze)(jnp.asarray(x)[None])
+    jm = jnp.asarray(masks)
+
+    def logits(params: Any, coeffs: Any, masks: jax.Array) -> jax.Array:
+        clip_of = jnp.zeros(masks.shape[0], jnp.int32)
+        return masked_logits(model.apply, params, RFFT(), coeffs, clip_of, masks, compute_dtype=compute_dtype)
+
+    compile_s, compiled = timed(lambda: jax.jit(logits).lower(model.params, coeffs, jm).compile())
+    return compile_s, lambda: compiled(model.params, coeffs, jm).block_until_ready(), compiled
+
+
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     """``(seconds, result)`` of one call (call ``block_until_ready`` inside ``fn`` for JAX work)."""
     start = time.perf_counter()
@@ -165,10 +197,40 @@ def environment() -> dict[str, Any]:
     """Devices and versions (model_throughput's record) plus the load average and device count."""
     import jax
 
-    env = _environment()
+    try:
+        env = _environment()
+    except ImportError:  # an accelerator machine without the PyTorch side: record jax alone
+        env = {"jax_backend": jax.default_backend(), "jax_device": str(jax.devices()[0].device_kind),
+               "jax": jax.__version__, "cpu_count": os.cpu_count()}
     env["jax_device_count"] = jax.device_count()
     env["loadavg_1_5_15"] = [round(v, 2) for v in os.getloadavg()]
     return env
+
+
+def print_env(env: dict[str, Any]) -> None:
+    print(" ".join(f"{k}={v}" for k, v in env.items()), flush=True)
+
+
+def print_row(row: dict[str, Any], keys: list[str] | None = None) -> None:
+    """One ``key=value`` line per result row as it comes (floats to 4 significant digits)."""
+    keys = list(row) if keys is None else [k for k in keys if k in row]
+    print(" ".join(f"{k}={row[k]:.4g}" if isinstance(row[k], float) else f"{k}={row[k]}" for k in keys), flush=True)
+
+
+def run_models(names: str, run: Callable[[str], dict[str, Any]], columns: list[str], out: Path,
+               settings: dict[str, Any]) -> list[dict[str, Any]]:
+    """Record the machine, ``run`` each comma-separated model name (a line per row as it comes),
+    print the ``columns`` table and write the results; returns the rows."""
+    env = environment()
+    print_env(env)
+    rows = []
+    for name in names.split(","):
+        rows.append(run(name))
+        print_row(rows[-1])
+    print()
+    print_table(rows, columns)
+    write_results(out, env, rows, settings={k: str(v) for k, v in settings.items()})
+    return rows
 
 
 def write_results(out: Path, env: dict[str, Any], rows: list[dict[str, Any]], **extra: Any) -> None:

@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     from importlib.metadata import version
 
     env = {**C.environment(), "rex_xai": version("rex-xai"), "rex_numpy_note": "numpy from the venv (2.x)"}
-    print(" ".join(f"{k}={v}" for k, v in env.items()))
+    C.print_env(env)
     config = SearchConfig(iters=args.iters, tree_depth=args.depth, min_box_size=args.min_box, max_batch=args.max_batch)
     ext = ExtractConfig(certify=False, prefixes_per_call=args.max_batch)  # ReX: batch_size prefixes per call
     rows, summary = [], []
@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
                 "rex_ms_per_query": 1e3 * r["seconds"] / r["queries"], "jsuff_ms_per_query": 1e3 * js_s / e.queries,
             }
             rows.append(row)
-            print(" ".join(f"{k}={row[k]:.4g}" if isinstance(row[k], float) else f"{k}={row[k]}" for k in row), flush=True)
+            C.print_row(row)
         mine = [r for r in rows if r["model"] == name]
         summary.append({
             "model": name, "clips": len(mine),
