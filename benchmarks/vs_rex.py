@@ -13,7 +13,8 @@ Both tools explain the model's top-1 label on each clip over the 1-D rfft grid o
   the model queries. ReX queries its 1-D search one mutant per call; its extraction is given
   ``batch_size`` = jsuff's ``max_batch``.
 * **jsuff** runs :func:`jsuff.explain` (batched search, global insertion, no minimality
-  certificate, as ReX has none), timed warm; the first call's compile time is reported apart.
+  certificate, as ReX has none; ``prefixes_per_call`` = ``max_batch``, like ReX's extraction
+  batch), timed warm; the first call's compile time is reported apart.
 
 Reported per clip: wall time per explanation, model queries, sufficient-set size (fraction of
 bins), and cross-verification: ReX's set checked by jsuff (its synthesis through jsuff's
@@ -42,6 +43,7 @@ import logging
 import os
 import statistics
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -104,13 +106,15 @@ class RexPrediction:
         z = mutants.detach().cpu().numpy()
         z = z.reshape(-1, z.shape[-1])
         n = z.shape[0]
-        size = 1 if n == 1 else -(-n // self.batch) * self.batch
-        padded = np.zeros((size, z.shape[1]), np.complex64)
-        padded[:n] = z
-        p = np.concatenate([
-            np.asarray(self._probs(self.params, jnp.asarray(padded[i : i + max(1, min(size, self.batch))])))
-            for i in range(0, size, max(1, min(size, self.batch)))
-        ])[:n]
+        if n == 1:  # the search: one mutant per call
+            p = np.asarray(self._probs(self.params, jnp.asarray(z)))
+        else:  # extraction: padded to whole batches of ``batch`` (the padding is discarded)
+            padded = np.zeros((-(-n // self.batch) * self.batch, z.shape[1]), np.complex64)
+            padded[:n] = z
+            p = np.concatenate([
+                np.asarray(self._probs(self.params, jnp.asarray(padded[i : i + self.batch])))
+                for i in range(0, len(padded), self.batch)
+            ])[:n]
         self.queries += n
         if raw:
             import torch
@@ -129,8 +133,6 @@ class RexPrediction:
 def run_rex(R: Any, predict: RexPrediction, x: np.ndarray, *, iters: int, depth: int, min_box: int,
             batch: int, seed: int) -> dict[str, Any]:
     """One ReX explanation of clip ``x``: timings, queries, its mask and map."""
-    import time
-
     import torch
 
     args = R.CausalArgs()
@@ -171,7 +173,8 @@ def rex_check(R: Any, predict: RexPrediction, data: Any, mask: np.ndarray) -> bo
     import torch
 
     p = predict(R.apply_to_data(torch.from_numpy(mask), data))[0]
-    return p.classification == data.target.classification and p.confidence >= 0.0
+    # ReX's minimum_confidence_threshold is 0 here (as jsuff's tau): the label decides
+    return p.classification == data.target.classification
 
 
 def main(argv: list[str] | None = None) -> int:
