@@ -96,6 +96,9 @@ CREDIT_UNIT = 6
 _CREDIT = (_BITS * (CREDIT_UNIT // _BITS.sum(1, keepdims=True))).astype(np.int32)  # [14, 4]
 _SLOTS = 3  # a passing mutant keeps at most 3 children: a job has at most 3 boxes
 
+#: Dtypes the candidate evaluation can run in (``SearchConfig.compute_dtype``).
+COMPUTE_DTYPES = ("float32", "bfloat16")
+
 #: How many times each jitted function has been traced (a retrace means a recompile).
 TRACE_COUNTS: collections.Counter[str] = collections.Counter()
 
@@ -111,6 +114,10 @@ class SearchConfig:
         confidence_filter: a mutant passes only if its target confidence is at least this
             fraction of the clip's (0 = label only).
         max_batch: candidates per model call (bounds memory: ``max_batch x grid`` masks).
+        compute_dtype: ``"float32"`` (default) or ``"bfloat16"``: the dtype of the search's
+            candidate evaluation. With ``"bfloat16"`` the synthesised waveforms and the floating
+            parameters are cast to bfloat16 for the model call (logits back to float32 for the
+            label and softmax); see :func:`model_logits`. Extraction and verification stay float32.
     """
 
     iters: int = 20
@@ -118,8 +125,11 @@ class SearchConfig:
     min_box_size: int = 10
     confidence_filter: float = 0.0
     max_batch: int = 64
+    compute_dtype: str = "float32"
 
     def __post_init__(self) -> None:
+        if self.compute_dtype not in COMPUTE_DTYPES:
+            raise ValueError(f"SearchConfig.compute_dtype must be one of {COMPUTE_DTYPES}, got {self.compute_dtype!r}")
         for name in ("iters", "max_batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"SearchConfig.{name} must be >= 1, got {getattr(self, name)}")
@@ -175,6 +185,36 @@ def constrain(x: jax.Array, mesh: Mesh | None, axis: str | None) -> jax.Array:
     return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, PartitionSpec(axis)))
 
 
+def cast_params(params: Any, compute_dtype: str) -> Any:
+    """``params`` with every floating leaf cast to ``compute_dtype`` (others untouched)."""
+    if compute_dtype == "float32":
+        return params
+    dt = jnp.dtype(compute_dtype)
+    return jax.tree_util.tree_map(
+        lambda a: a.astype(dt) if jnp.issubdtype(jnp.result_type(a), jnp.floating) else a, params
+    )
+
+
+def model_logits(apply_fn: ApplyFn, params: Any, waves: jax.Array, compute_dtype: str = "float32") -> jax.Array:
+    """``class_logits(apply(params, waves))`` in ``compute_dtype``, returned as float32 (traceable).
+
+    For ``"bfloat16"`` the waveforms and floating parameters are cast to bfloat16 and the model is
+    traced under standard dtype promotion, so a model that does part of its work in float32 (an
+    FFT front end, float32 constants) still runs: those ops promote to float32. Which layers then
+    really run in bfloat16 depends on the model: wav2vec2/HuBERT hand their normalised waveform
+    back in the input's dtype, so the conv stack and transformer run in bfloat16; AST and Whisper
+    compute their float32 fbank/log-mel front end and, from there on, float32 activations meet
+    bfloat16 weights and promote to float32 (bfloat16-rounded weights, float32 arithmetic). XLA's
+    FFTs take float32 only: a model that applies an FFT to its input without casting it to
+    float32 first fails with XLA's "RFFT input must be float32" error.
+    """
+    if compute_dtype == "float32":
+        return class_logits(apply_fn(params, waves))
+    with jax.numpy_dtype_promotion("standard"):
+        logits = apply_fn(cast_params(params, compute_dtype), waves.astype(compute_dtype))
+    return class_logits(logits.astype(jnp.float32))
+
+
 def masked_logits(
     apply_fn: ApplyFn,
     params: Any,
@@ -184,15 +224,17 @@ def masked_logits(
     masks: jax.Array,
     mesh: Mesh | None = None,
     axis: str | None = None,
+    compute_dtype: str = "float32",
 ) -> jax.Array:
     """Logits ``[B, C]`` of ``domain.synthesize(coeffs[clip[b]], masks[b])`` for each b (traceable).
 
-    ``coeffs`` is batched over clips; ``clip[B]`` picks each candidate's clip.
+    ``coeffs`` is batched over clips; ``clip[B]`` picks each candidate's clip. Synthesis is float32;
+    the model call runs in ``compute_dtype`` (see :func:`model_logits`).
     """
     masks = constrain(masks, mesh, axis)
     picked = jax.tree_util.tree_map(lambda a: a[clip], coeffs)
     waves = constrain(jax.vmap(domain.synthesize)(picked, masks), mesh, axis)
-    return class_logits(apply_fn(params, waves))
+    return model_logits(apply_fn, params, waves, compute_dtype)
 
 
 def top1_and_confidence(logits: jax.Array, targets: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -402,7 +444,7 @@ def _propose(
 
 
 @functools.partial(
-    jax.jit, static_argnames=("apply_fn", "domain", "grid", "batch", "mesh", "axis", "min_box_size")
+    jax.jit, static_argnames=("apply_fn", "domain", "grid", "batch", "mesh", "axis", "min_box_size", "compute_dtype")
 )
 def _evaluate(
     params: Any,
@@ -422,10 +464,12 @@ def _evaluate(
     mesh: Mesh | None,
     axis: str | None,
     min_box_size: int,
+    compute_dtype: str = "float32",
 ) -> tuple[_Proposal, jax.Array, jax.Array]:
     """Split the job boxes, then the top-1 label and target confidence of every valid candidate,
     ``batch`` per model call."""
     TRACE_COUNTS["evaluate"] += 1
+    params = cast_params(params, compute_dtype)  # once, outside the loop over chunks
     prop = _propose(depth, boxes, slot_ok, alive, draws, min_box_size=min_box_size, two_d=len(grid) == 2)
     n, iters, slots, m = prop.valid.shape
     total = n * iters * slots * m
@@ -441,7 +485,9 @@ def _evaluate(
         ii, rest = jnp.divmod(rest, slots * m)
         bi, si = jnp.divmod(rest, m)
         masks = jax.vmap(_mutant)(parent[ci, ii], boxes[ci, ii, bi], prop.kids[ci, ii, bi], bits_table[si])
-        logits = masked_logits(apply_fn, params, domain, coeffs, ci, masks.reshape((batch, *grid)), mesh, axis)
+        logits = masked_logits(
+            apply_fn, params, domain, coeffs, ci, masks.reshape((batch, *grid)), mesh, axis, compute_dtype
+        )
         p, q = top1_and_confidence(logits, targets[ci])
         pos = jnp.where(real, ids, total)  # padding writes to a discarded slot
         return k + 1, pred.at[pos].set(p), conf.at[pos].set(q)
@@ -549,6 +595,7 @@ def _walk(
             params, coeffs, targets, state.depth, state.parent, state.boxes, state.slot_ok, state.alive, draws,
             apply_fn=apply_fn, domain=domain, grid=grid, batch=batch, mesh=mesh, axis=axis,
             min_box_size=config.min_box_size,
+            compute_dtype=config.compute_dtype,
         )
         state = _advance(state, prop, pred, conf, targets, thresholds, target_only=target_only)
     return state
@@ -684,7 +731,7 @@ def responsibility_loop(
     probs = np.asarray(jax.nn.softmax(logits[0]))
     tgt = int(np.argmax(probs)) if target is None else int(target)
     threshold = probs[tgt] * np.float32(config.confidence_filter)
-    classify = _loop_classifier(apply_fn, domain)
+    classify = _loop_classifier(apply_fn, domain, config.compute_dtype)
     split = _loop_splitter(two_d)
     maps = np.zeros((probs.shape[0], r, w), np.float64)
     queries, deepest = 0, -1
@@ -733,10 +780,11 @@ def responsibility_loop(
 
 
 @functools.lru_cache(maxsize=16)
-def _loop_classifier(apply_fn: ApplyFn, domain: Domain) -> Callable:
+def _loop_classifier(apply_fn: ApplyFn, domain: Domain, compute_dtype: str = "float32") -> Callable:
     @jax.jit
     def classify(params: Any, coeffs: Coefficients, mask: jax.Array) -> jax.Array:
-        return jax.nn.softmax(class_logits(apply_fn(params, domain.synthesize(coeffs, mask)[None]))[0])
+        waves = domain.synthesize(coeffs, mask)[None]
+        return jax.nn.softmax(model_logits(apply_fn, params, waves, compute_dtype)[0])
 
     return classify
 

@@ -453,7 +453,10 @@ class Wav2Vec2Classifier(nnx.Module):
         x = waveforms.astype(jnp.float32)
         if self.config.do_normalize:
             x = normalize_waveform(x)
-        return self.feature_extractor(x)
+        # The normalisation runs in float32; a half-precision input (jsuff.search's bfloat16
+        # candidate evaluation) gets its dtype back after it, so the layers run in that dtype.
+        low = waveforms.dtype in (jnp.bfloat16, jnp.float16)
+        return self.feature_extractor(x.astype(waveforms.dtype) if low else x)
 
     def hidden_states(self, waveforms: jax.Array) -> tuple[list[jax.Array], jax.Array]:
         """``(hidden_states, last_hidden_state)``: transformers' ``output_hidden_states`` view."""
