@@ -240,7 +240,7 @@ def _cmd_zoo_list(args: argparse.Namespace) -> int:
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run the built-in study on the trained zoo and write its report")
     p.add_argument("--out", default="runs/demo", metavar="DIR", help="demo directory (default: runs/demo)")
-    p.add_argument("--clips", type=int, metavar="N", help="held-out clips to explain (default: 24)")
+    p.add_argument("--clips", type=int, metavar="N", help="held-out clips to explain (default: 10)")
     p.add_argument("--quick", action="store_true", help="a tiny smoke-test study (5 clips, shallow search)")
     p.add_argument("--fresh", action="store_true", help="discard an earlier demo study instead of resuming it")
     p.set_defaults(func=_cmd_demo)

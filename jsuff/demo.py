@@ -11,10 +11,11 @@
    mutual information beside accuracy, each model's recorded held-out accuracy from training, the
    search settings, the wall time and where the report is.
 
-Sizing. Every search candidate is one forward pass of the explained model, and every sufficient
-signal is then labelled by all four models, so the cost grows with ``clips x models x iters x
-2**depth``-ish. :data:`FULL` (24 clips, 8 iterations, depth 8) takes about three minutes on a
-2-core CPU (JIT compilation included); :data:`QUICK` is a smoke test of a few seconds' work.
+Sizing. Every search candidate and every extraction step is one forward pass of the explained
+model (the extraction, about ``8001 / chunk`` calls per clip for a 1 s clip's rfft bins, is the
+larger share), and compiling the search for four models takes a minute or two of its own.
+:data:`FULL` (10 clips, 6 iterations, depth 6, 80-bin chunks) is sized for under five minutes on
+a 2-core CPU; :data:`QUICK` is a smoke test (mostly compilation).
 
 Example:
     >>> summary = run_demo("runs/demo")  # doctest: +SKIP
@@ -29,6 +30,7 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from jsuff.extract import ExtractConfig
 from jsuff.search import SearchConfig
 from jsuff.study import DataConfig, ModelSpec, StudyConfig, StudyError, run_study
 from jsuff.zoo.data import make_dataset, write_dataset
@@ -46,19 +48,25 @@ class DemoSettings:
         iters: random partition trees per clip.
         depth: deepest refined box depth.
         min_box: boxes with fewer rfft bins are not split.
+        chunk: rfft bins added per step when the sufficient signal is extracted (and the
+            granularity of its minimality); extraction costs about ``8001 / chunk`` model calls
+            per clip, the largest share of the demo's time.
+        prefixes_per_call: candidate sets per model call during extraction.
         clips_per_batch: clips searched together (one compiled search per batch shape).
         n_boot: bootstrap resamples for the confidence intervals.
     """
 
-    clips: int = 24
-    iters: int = 8
-    depth: int = 8
-    min_box: int = 10
-    clips_per_batch: int = 8
+    clips: int = 10
+    iters: int = 6
+    depth: int = 6
+    min_box: int = 64
+    chunk: int = 80
+    prefixes_per_call: int = 32
+    clips_per_batch: int = 5
     n_boot: int = 300
 
     def __post_init__(self) -> None:
-        for name in ("clips", "iters", "clips_per_batch", "n_boot"):
+        for name in ("clips", "iters", "chunk", "prefixes_per_call", "clips_per_batch", "n_boot"):
             if getattr(self, name) < 1:
                 raise StudyError(f"demo {name} must be at least 1, got {getattr(self, name)}")
         if self.depth < 0 or self.min_box < 4:
@@ -67,12 +75,15 @@ class DemoSettings:
     def describe(self) -> str:
         return (
             f"{self.clips} clips, search iters={self.iters} depth={self.depth} "
-            f"min_box={self.min_box}, {self.n_boot} bootstrap resamples"
+            f"min_box={self.min_box}, extraction chunk={self.chunk} bins, "
+            f"{self.n_boot} bootstrap resamples"
         )
 
 
 FULL = DemoSettings()
-QUICK = DemoSettings(clips=5, iters=2, depth=3, min_box=16, clips_per_batch=5, n_boot=50)
+QUICK = DemoSettings(
+    clips=5, iters=2, depth=3, min_box=64, chunk=400, prefixes_per_call=16, clips_per_batch=5, n_boot=50
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,6 +126,7 @@ def demo_config(data_dir: Path, settings: DemoSettings, zoo_dir: Path = ZOO_DIR)
         models=tuple(ModelSpec(n, str(zoo_dir / recorded[n].get("path", n))) for n in names),
         data=DataConfig(path=str(data_dir), duration=DURATION, sample_rate=SAMPLE_RATE, limit=settings.clips),
         search=SearchConfig(iters=settings.iters, tree_depth=settings.depth, min_box_size=settings.min_box),
+        extract=ExtractConfig(chunk_size=settings.chunk, prefixes_per_call=settings.prefixes_per_call),
         seed=0,
         clips_per_batch=settings.clips_per_batch,
         n_boot=settings.n_boot,

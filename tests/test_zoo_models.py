@@ -49,6 +49,7 @@ def test_member_reaches_recorded_accuracy(zoo, held_out, name):
     assert acc >= recorded - TOLERANCE, f"{name}: {acc:.2f} on fresh clips, recorded {recorded:.2f}"
 
 
+@pytest.mark.slow
 def test_quick_demo_writes_report_and_summary(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--out", str(out)]) == 0
