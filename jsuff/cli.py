@@ -237,6 +237,27 @@ def _cmd_zoo_list(args: argparse.Namespace) -> int:
         score = f"test acc {acc[m.name]:.3f}" if m.name in acc else "untrained"
         print(f"{m.name:<10}  {m.arch:<10}  {state}  {score:<16}  {m.note}")
     return 0
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="run the built-in study on the trained zoo and write its report")
+    p.add_argument("--out", default="runs/demo", metavar="DIR", help="demo directory (default: runs/demo)")
+    p.add_argument("--clips", type=int, metavar="N", help="held-out clips to explain (default: 10)")
+    p.add_argument("--quick", action="store_true", help="a tiny smoke-test study (5 clips, shallow search)")
+    p.add_argument("--fresh", action="store_true", help="discard an earlier demo study instead of resuming it")
+    p.set_defaults(func=_cmd_demo)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from jsuff.demo import FULL, QUICK, run_demo
+
+    settings = QUICK if args.quick else FULL
+    if args.clips is not None:
+        settings = dataclasses.replace(settings, clips=args.clips)
+    print(run_demo(args.out, settings, fresh=args.fresh, log=print).text)
+    return 0
+
+
 _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_models,
     _add_convert,
@@ -245,6 +266,7 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_study,
     _add_report,
     _add_zoo,
+    _add_demo,
 ]
 
 

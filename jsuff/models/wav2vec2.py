@@ -311,7 +311,7 @@ class _PositionalConv(nnx.Module):
         )
         # torch pads k//2 on both sides; the weight-norm (g, v) pair is folded into this kernel.
         self.conv = nnx.Conv(
-            h, h, (k,), padding=[(k // 2, k // 2)], feature_group_count=cfg.num_conv_pos_embedding_groups,
+            h, h, (k,), padding=((k // 2, k // 2),), feature_group_count=cfg.num_conv_pos_embedding_groups,
             rngs=rngs,
         )
         # With an even kernel that padding gives one frame too many; transformers' SamePadLayer

@@ -13,10 +13,9 @@ of parameters) and the epoch budgets aim at all four training in about ten minut
 CPU; that is an estimate from their sizes until the families land and ``jsuff zoo train`` times
 them (``train_seconds`` in ``zoo.json``).
 
-PROVISIONAL configs. The four families (mel CNN, RawNet2, AST, wav2vec2) are being ported in
-parallel; until they land, their configs below use the field names of the configs they port
-(transformers' ``ASTConfig`` and ``Wav2Vec2Config``, clovaai/aasist's RawNet2 ``model_config``,
-and a plain mel-CNN config) and must be checked against the ported ``build`` functions.
+Configs use each family's own config fields (:mod:`jsuff.models.melcnn`, :mod:`~jsuff.models.rawnet2`,
+:mod:`~jsuff.models.ast`, :mod:`~jsuff.models.wav2vec2`), which follow the configs they port
+(clovaai/aasist's RawNet2 ``model_config``, transformers' ``ASTConfig`` and ``Wav2Vec2Config``).
 
 Example:
     >>> [m.name for m in ZOO]
@@ -74,29 +73,30 @@ class ZooMember:
 _C = len(CLASS_NAMES)
 _LABELS = {str(i): n for i, n in enumerate(CLASS_NAMES)}
 
-# PROVISIONAL until the families land (see the module docstring): key names follow the configs
-# each family ports; the lead checks them against the ported build functions.
+# Sized for the demo: every candidate the search evaluates runs all four models, so each must be
+# cheap on a 2-core CPU (a few ms per clip) and small on disk (the committed params are a few MB).
 ZOO: tuple[ZooMember, ...] = (
     ZooMember(
         name="melcnn",
         arch="melcnn",
         config={
-            "sample_rate": SAMPLE_RATE, "n_fft": 512, "hop_length": 160, "n_mels": 64,
-            "channels": [16, 32, 64], "num_classes": _C,
+            "num_classes": _C, "sample_rate": SAMPLE_RATE, "n_fft": 512, "hop": 160, "n_mels": 40,
+            "channels": [8, 16, 32], "num_samples": int(SAMPLE_RATE * DURATION),
         },
-        train={"seed": 0, "epochs": 30, "batch_size": 32, "lr": 3e-3, "patience": 8},
+        train={"seed": 0, "epochs": 20, "batch_size": 32, "lr": 3e-3, "patience": 6},
         note="log-mel spectrogram CNN: time-frequency patterns (rhythm and spectrum alike)",
     ),
     ZooMember(
         name="rawnet2",
         arch="rawnet2",
         config={
-            # clovaai/aasist RawNet2Spoof model_config, shrunk: short sinc filters and one GRU.
-            "nb_samp": int(SAMPLE_RATE * DURATION), "first_conv": 129, "in_channels": 1,
-            "filts": [20, [20, 20], [20, 32], [32, 32]], "blocks": [2, 2],
-            "nb_fc_node": 32, "gru_node": 32, "nb_gru_layer": 1, "nb_classes": _C,
+            # clovaai/aasist's RawNet2 model_config, shrunk: 16 sinc filters, 1 + 1 residual
+            # blocks, one small GRU.
+            "nb_samp": int(SAMPLE_RATE * DURATION), "first_conv": 129, "sample_rate": SAMPLE_RATE,
+            "filts": [16, [16, 16], [16, 24]], "blocks": [1, 1],
+            "nb_fc_node": 24, "gru_node": 24, "nb_gru_layer": 1, "nb_classes": _C,
         },
-        train={"seed": 0, "epochs": 25, "batch_size": 32, "lr": 2e-3, "patience": 8},
+        train={"seed": 0, "epochs": 15, "batch_size": 32, "lr": 3e-3, "patience": 5},
         note="raw-waveform sinc front end + residual blocks + GRU",
     ),
     ZooMember(
@@ -104,31 +104,26 @@ ZOO: tuple[ZooMember, ...] = (
         arch="ast",
         config={
             # transformers ASTConfig field names; 1 s at a 10 ms shift is 98 fbank frames.
-            "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-            "intermediate_size": 128, "hidden_act": "gelu", "hidden_dropout_prob": 0.0,
-            "attention_probs_dropout_prob": 0.0, "layer_norm_eps": 1e-12, "patch_size": 16,
-            "qkv_bias": True, "frequency_stride": 10, "time_stride": 10, "max_length": 100,
-            "num_mel_bins": 64, "id2label": _LABELS, "num_labels": _C,
+            "hidden_size": 48, "num_hidden_layers": 2, "num_attention_heads": 4,
+            "intermediate_size": 96, "patch_size": 16, "frequency_stride": 12,
+            "time_stride": 12, "max_length": 100, "num_mel_bins": 64, "num_labels": _C,
+            "sample_rate": SAMPLE_RATE,
         },
-        train={"seed": 0, "epochs": 30, "batch_size": 32, "lr": 1e-3, "patience": 8},
-        note="patch transformer over a log-mel fbank",
+        train={"seed": 0, "epochs": 20, "batch_size": 32, "lr": 2e-3, "patience": 6},
+        note="patch transformer over a Kaldi log-mel fbank",
     ),
     ZooMember(
         name="wav2vec2",
         arch="wav2vec2",
         config={
-            # transformers Wav2Vec2Config field names; strides 5*4*4 = 80 samples (5 ms) a frame.
-            "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-            "intermediate_size": 128, "hidden_act": "gelu", "conv_dim": [32, 32, 32],
-            "conv_stride": [5, 4, 4], "conv_kernel": [10, 8, 4], "conv_bias": False,
-            "feat_extract_norm": "group", "num_conv_pos_embeddings": 16,
-            "num_conv_pos_embedding_groups": 4, "do_stable_layer_norm": False,
-            "hidden_dropout": 0.0, "attention_dropout": 0.0, "activation_dropout": 0.0,
-            "feat_proj_dropout": 0.0, "final_dropout": 0.0, "layerdrop": 0.0,
-            "mask_time_prob": 0.0, "classifier_proj_size": 32, "use_weighted_layer_sum": False,
-            "layer_norm_eps": 1e-5, "id2label": _LABELS, "num_labels": _C,
+            # transformers Wav2Vec2Config field names; strides 5*4*4*2 = 160 samples (10 ms) a frame.
+            "hidden_size": 48, "num_hidden_layers": 2, "num_attention_heads": 4,
+            "intermediate_size": 96, "conv_dim": [24, 24, 32, 32], "conv_stride": [5, 4, 4, 2],
+            "conv_kernel": [10, 8, 4, 2], "feat_extract_norm": "group",
+            "num_conv_pos_embeddings": 16, "num_conv_pos_embedding_groups": 4,
+            "classifier_proj_size": 32, "num_labels": _C,
         },
-        train={"seed": 0, "epochs": 30, "batch_size": 32, "lr": 1e-3, "patience": 8},
+        train={"seed": 0, "epochs": 20, "batch_size": 32, "lr": 2e-3, "patience": 6},
         note="conv feature encoder + transformer on the raw waveform",
     ),
 )
