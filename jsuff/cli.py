@@ -237,6 +237,36 @@ def _cmd_zoo_list(args: argparse.Namespace) -> int:
         score = f"test acc {acc[m.name]:.3f}" if m.name in acc else "untrained"
         print(f"{m.name:<10}  {m.arch:<10}  {state}  {score:<16}  {m.note}")
     return 0
+
+def _add_realdemo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "realdemo",
+        help="the real-weights study: five real speech detectors and crepe tiny/full on clips made offline",
+    )
+    p.add_argument("--out", default="runs/realdemo", help="output directory (default: runs/realdemo)")
+    p.add_argument("--fresh", action="store_true", help="do not reuse an earlier run in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or log lines")
+    p.add_argument("--no-report", action="store_true", help="skip writing the HTML reports")
+    p.set_defaults(func=_cmd_realdemo)
+
+
+def _cmd_realdemo(args: argparse.Namespace) -> int:
+    from jsuff.realdemo import RealDemoError, run_real_demo
+
+    try:
+        result = run_real_demo(args.out, resume=not args.fresh, report=not args.no_report,
+                               quiet=True if args.quiet else None)
+    except RealDemoError as e:
+        print(f"jsuff realdemo: {e}", file=sys.stderr)
+        return 2
+    for task, text in result.summaries.items():
+        print(f"== {task} ==\n{text}")
+        if task in result.reports:
+            print(f"report: {result.reports[task]}")
+    print("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in result.seconds.items()))
+    return 0
+
+
 _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_models,
     _add_convert,
@@ -245,6 +275,7 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_study,
     _add_report,
     _add_zoo,
+    _add_realdemo,
 ]
 
 
