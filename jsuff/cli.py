@@ -243,18 +243,52 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--clips", type=int, metavar="N", help="held-out clips to explain (default: 10)")
     p.add_argument("--quick", action="store_true", help="a tiny smoke-test study (5 clips, shallow search)")
     p.add_argument("--fresh", action="store_true", help="discard an earlier demo study instead of resuming it")
+    p.add_argument("--real", action="store_true",
+                   help="the real-weights study instead (same as `jsuff realdemo`; --out defaults to runs/realdemo)")
     p.set_defaults(func=_cmd_demo)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     import dataclasses
 
+    if args.real:
+        out = "runs/realdemo" if args.out == "runs/demo" else args.out
+        return _cmd_realdemo(argparse.Namespace(out=out, fresh=args.fresh, quiet=False, no_report=False))
     from jsuff.demo import FULL, QUICK, run_demo
 
     settings = QUICK if args.quick else FULL
     if args.clips is not None:
         settings = dataclasses.replace(settings, clips=args.clips)
     print(run_demo(args.out, settings, fresh=args.fresh, log=print).text)
+    return 0
+
+
+def _add_realdemo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "realdemo",
+        help="the real-weights study: five real speech detectors and crepe tiny/full on clips made offline",
+    )
+    p.add_argument("--out", default="runs/realdemo", help="output directory (default: runs/realdemo)")
+    p.add_argument("--fresh", action="store_true", help="do not reuse an earlier run in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or log lines")
+    p.add_argument("--no-report", action="store_true", help="skip writing the HTML reports")
+    p.set_defaults(func=_cmd_realdemo)
+
+
+def _cmd_realdemo(args: argparse.Namespace) -> int:
+    from jsuff.realdemo import RealDemoError, run_real_demo
+
+    try:
+        result = run_real_demo(args.out, resume=not args.fresh, report=not args.no_report,
+                               quiet=True if args.quiet else None)
+    except RealDemoError as e:
+        print(f"jsuff realdemo: {e}", file=sys.stderr)
+        return 2
+    for task, text in result.summaries.items():
+        print(f"== {task} ==\n{text}")
+        if task in result.reports:
+            print(f"report: {result.reports[task]}")
+    print("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in result.seconds.items()))
     return 0
 
 
@@ -267,6 +301,7 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_report,
     _add_zoo,
     _add_demo,
+    _add_realdemo,
 ]
 
 
