@@ -349,7 +349,7 @@ def summary_text(study_dir: str | Path, tables: Mapping[str, Any] | None = None)
         shown = fe[cols].copy()
         if "reasons" in shown:
             # only the text column: filling float columns with "" is a pandas dtype-change warning
-            shown["reasons"] = shown["reasons"].fillna("")
+            shown["reasons"] = shown["reasons"].astype(object).fillna("")
         lines.append(shown.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     if "metrics" in tables and "information" in tables:
         info = tables["information"]
