@@ -346,7 +346,9 @@ def summary_text(study_dir: str | Path, tables: Mapping[str, Any] | None = None)
         cols = [c for c in ("model", "outgoing", "outgoing_z", "incoming", "incoming_z", "consensus",
                             "consensus_z", "dominant_fraction", "flat_earther", "reasons") if c in fe]
         lines.append("Flat-earther screening (robust z-scores; flagged models listed with their reasons):")
-        lines.append(fe[cols].astype(object).fillna("").to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+        # "reasons" is all-NaN (float) when no model is flagged; fill it as text, keep floats numeric
+        shown = fe[cols].assign(reasons=fe["reasons"].astype(object).fillna("")) if "reasons" in fe else fe[cols]
+        lines.append(shown.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     if "metrics" in tables and "information" in tables:
         info = tables["information"]
         off = info[info["source"] != info["target"]]
