@@ -175,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     C.print_table(rows, [c for c in cols if any(c in r for r in rows)])
     if growth:
         print("growth exponents (time ~ seconds**k): " + ", ".join(f"{k} {v:.2f}" for k, v in growth.items()))
-    C.write_results(out, env, rows, growth=growth, settings={"sweeps": sweeps, "quick": args.quick, "model": args.model})
+    settings = {"sweeps": sweeps, "quick": args.quick, "model": args.model}
+    C.write_results(out, env, rows, growth=growth, settings=settings)
     return 1 if any("error" in r for r in rows) else 0
 
 

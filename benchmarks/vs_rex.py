@@ -236,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
                 "rex_queries": r["queries"], "rex_search_queries": r["search_queries"],
                 "jsuff_size": e.size_fraction, "rex_size": float(r["mask"].mean()),
                 "rex_map_jsuff_extract_size": float(from_rex_map.mask.mean()) if from_rex_map.found else 1.0,
-                "jsuff_verified_by_jsuff": e.verified, "jsuff_verified_by_rex": rex_check(R, predict, r["data"], e.mask),
+                "jsuff_verified_by_jsuff": e.verified,
+                "jsuff_verified_by_rex": rex_check(R, predict, r["data"], e.mask),
                 "rex_verified_by_jsuff": rex_ok_by_jsuff,
                 "rex_ms_per_query": 1e3 * r["seconds"] / r["queries"], "jsuff_ms_per_query": 1e3 * js_s / e.queries,
             }

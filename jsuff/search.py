@@ -129,7 +129,9 @@ class SearchConfig:
 
     def __post_init__(self) -> None:
         if self.compute_dtype not in COMPUTE_DTYPES:
-            raise ValueError(f"SearchConfig.compute_dtype must be one of {COMPUTE_DTYPES}, got {self.compute_dtype!r}")
+            raise ValueError(
+                f"SearchConfig.compute_dtype must be one of {COMPUTE_DTYPES}, got {self.compute_dtype!r}"
+            )
         for name in ("iters", "max_batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"SearchConfig.{name} must be >= 1, got {getattr(self, name)}")
