@@ -46,6 +46,7 @@ import sys
 import tempfile
 import time
 import tomllib
+import zipfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -394,6 +395,23 @@ def save_npz(path: Path, **arrays: Any) -> None:
     _atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
+def save_npz_if_changed(path: Path, **arrays: Any) -> bool:
+    """Write ``arrays`` unless ``path`` already holds exactly them (same names, dtypes, values), so a
+    resumed run that recomputes a derived file leaves it untouched. Returns whether it wrote."""
+    if path.exists():
+        try:
+            old = load_npz(path)
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile):  # unreadable: rewrite it
+            old = None
+        if old is not None and old.keys() == arrays.keys() and all(
+            old[k].dtype == np.asarray(v).dtype and np.array_equal(old[k], np.asarray(v), equal_nan=old[k].dtype.kind in "fc")
+            for k, v in arrays.items()
+        ):
+            return False
+    save_npz(path, **arrays)
+    return True
+
+
 def save_text(path: Path, text: str) -> None:
     _atomic_write(path, lambda f: f.write(text), mode="w")
 
@@ -616,7 +634,7 @@ def run_study(
         queries=np.stack([pm["queries"] for pm in per_model]),
         trivial=np.stack([pm["empty_is_target"] for pm in per_model]),
     )
-    save_npz(out_dir / "arrays.npz", **{k: np.asarray(v) for k, v in dataclasses.asdict(arrays).items()})
+    save_npz_if_changed(out_dir / "arrays.npz", **{k: np.asarray(v) for k, v in dataclasses.asdict(arrays).items()})
 
     # 5. statistics
     write_tables(arrays, out_dir / "tables", cfg)
