@@ -223,7 +223,9 @@ class Oracle:
         self.chunk_size = int(chunk_size)
         self.num_chunks = -(-self.cells // self.chunk_size)
         self.mesh, self.axis = mesh, resolve_axis(mesh, mesh_axis)
-        self.batch = device_batch(max_batch, max_batch, mesh, self.axis)
+        # no request of the scans or the certificate exceeds num_chunks + 1 sets, so a coarse
+        # grid is never padded up to max_batch (which costs real time with an expensive model)
+        self.batch = device_batch(max_batch, self.num_chunks + 1, mesh, self.axis)
         self.per_call = -(-max(per_call, self.batch) // self.batch) * self.batch
         self.queries = 0
         ident = _identity_ranking(self.cells, self.chunk_size)

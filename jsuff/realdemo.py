@@ -345,8 +345,10 @@ class RealDemoConfig:
         n_pitch, pitch_duration: the pitch task's clips.
         speech_models, pitch_models: study name -> converter source.
         iters, tree_depth, min_box_size: the responsibility search of the speech study.
-        pitch_iters, pitch_tree_depth, pitch_min_box_size: that of the pitch study (smaller:
-            crepe full costs about a second per 10 ms frame on a 2-core CPU).
+        pitch_iters, pitch_tree_depth, pitch_min_box_size, pitch_max_batch: that of the pitch
+            study (smaller: crepe full costs about 80 ms per 10 ms frame on a 2-core CPU, and a
+            model call costs its whole batch, so the batch is kept near the 14 mutants of a
+            refinement).
         clips_per_batch: clips explained together.
         n_boot: bootstrap resamples of the statistics.
         seed: clips and search.
@@ -365,6 +367,7 @@ class RealDemoConfig:
     pitch_iters: int = 1
     pitch_tree_depth: int = 1
     pitch_min_box_size: int = 32
+    pitch_max_batch: int = 16
     clips_per_batch: int = 8
     n_boot: int = 200
     seed: int = 0
@@ -402,7 +405,8 @@ def _study_config(task: str, model_paths: Sequence[Path], manifest: Path, durati
     from jsuff.study import config_from_dict
 
     if task == "pitch":
-        search = {"iters": cfg.pitch_iters, "tree_depth": cfg.pitch_tree_depth, "min_box_size": cfg.pitch_min_box_size}
+        search = {"iters": cfg.pitch_iters, "tree_depth": cfg.pitch_tree_depth, "min_box_size": cfg.pitch_min_box_size,
+                  "max_batch": cfg.pitch_max_batch}
     else:
         search = {"iters": cfg.iters, "tree_depth": cfg.tree_depth, "min_box_size": cfg.min_box_size}
     return config_from_dict(
