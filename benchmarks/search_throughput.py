@@ -7,7 +7,8 @@ candidates per second of wall time; compilation is timed separately (a warm-up c
 batched search is timed over several repeats (best and median reported).
 
 Model: a small CNN (3 conv layers) on the log-magnitude STFT of a 1 s, 16 kHz clip; grid: the
-8001 rfft bins. Results go to ``benchmarks/results/search_throughput.json``.
+8001 rfft bins (``--domain stft``: n_fft 512, hop 128). Also times the batched search with
+``linear_synthesis=False``. Results go to ``benchmarks/results/search_throughput_<model>_<domain>.json``.
 
 Usage:
     python -m benchmarks.search_throughput [--iters 20] [--max-batch 64] [--repeats 3]
@@ -16,6 +17,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import statistics
@@ -27,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jsuff
-from jsuff.domains import RFFT
+from jsuff.domains import RFFT, STFT
 from jsuff.search import SearchConfig, responsibility_loop, responsibility_maps
 
 SR = 16000
@@ -100,7 +102,8 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--max-batch", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/search_throughput_<model>.json")
+    ap.add_argument("--domain", choices=("rfft", "stft"), default="rfft", help="stft: n_fft 512, hop 128")
+    ap.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/search_throughput_<model>_<domain>.json")
     args = ap.parse_args()
 
     model, init, description = MODELS[args.model]
@@ -108,19 +111,28 @@ def main() -> None:
     x = clip()
     cfg = SearchConfig(iters=args.iters, max_batch=args.max_batch)
     key = jax.random.key(1)
-    domain = RFFT()
+    domain = RFFT() if args.domain == "rfft" else STFT(n_fft=512, hop=128)
 
-    t0 = time.perf_counter()
-    first = responsibility_maps(model, params, x, domain=domain, config=cfg, key=key)
-    compile_and_first = time.perf_counter() - t0
-    times = []
-    for _ in range(args.repeats):
+    def timed(config: SearchConfig) -> tuple[float, list[float], object]:
+        """Compile + first call, then ``repeats`` warm calls (each checked to give the same maps)."""
         t0 = time.perf_counter()
-        r = responsibility_maps(model, params, x, domain=domain, config=cfg, key=key)
-        jax.block_until_ready(r.maps)
-        times.append(time.perf_counter() - t0)
+        first = responsibility_maps(model, params, x, domain=domain, config=config, key=key)
+        compile_and_first = time.perf_counter() - t0
+        times = []
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            res = responsibility_maps(model, params, x, domain=domain, config=config, key=key)
+            jax.block_until_ready(res.maps)
+            times.append(time.perf_counter() - t0)
+            assert np.array_equal(res.maps, first.maps)
+        return compile_and_first, times, res
+
+    compile_and_first, times, r = timed(cfg)
     queries = int(r.queries[0])
-    assert np.array_equal(r.maps, first.maps)
+    # the same batched search synthesising every mutant on its own (linear_synthesis=False)
+    direct_compile, direct_times, d = timed(dataclasses.replace(cfg, linear_synthesis=False))
+    if int(d.queries[0]) != queries or not np.allclose(d.maps, r.maps, atol=1e-4):
+        raise SystemExit("linear and direct synthesis disagree: refusing to report a speed-up")
 
     # the loop: compile its one-candidate function on a tiny walk first, then time the full walk
     t0 = time.perf_counter()
@@ -145,24 +157,28 @@ def main() -> None:
         "model": description,
         "clip_seconds": 1.0,
         "sample_rate": SR,
-        "grid": "rfft",
-        "grid_cells": domain.grid_shape(SR)[0],
+        "grid": domain.name,
+        "grid_cells": int(np.prod(domain.grid_shape(SR))),
         "config": {"iters": cfg.iters, "tree_depth": cfg.tree_depth, "min_box_size": cfg.min_box_size,
                    "max_batch": cfg.max_batch},
         "target": int(r.targets[0]),
         "candidates": queries,
         "batched": {"compile_and_first_call_s": compile_and_first, "times_s": times, "best_s": best,
                     "median_s": statistics.median(times), "candidates_per_s": batched_rate},
+        "batched_direct_synthesis": {"compile_and_first_call_s": direct_compile, "times_s": direct_times,
+                                     "best_s": min(direct_times), "candidates_per_s": queries / min(direct_times)},
         "loop": {"compile_s": loop_compile, "time_s": loop_time, "candidates_per_s": loop_rate},
         "speedup": batched_rate / loop_rate,
         "maps_equal": True,
     }
-    out = args.out or Path(__file__).parent / "results" / f"search_throughput_{args.model}.json"
+    out = args.out or Path(__file__).parent / "results" / f"search_throughput_{args.model}_{args.domain}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"device: {result['device']} ({result['cpu_count']} CPUs), jax {jax.__version__}")
-    print(f"grid: {result['grid_cells']} rfft bins, {queries} candidates, iters {cfg.iters}, max_batch {cfg.max_batch}")
+    print(f"grid: {result['grid_cells']} {domain.name} cells, {queries} candidates, iters {cfg.iters}, max_batch {cfg.max_batch}")
     print(f"batched: compile+first {compile_and_first:.2f} s, best {best:.3f} s -> {batched_rate:,.0f} candidates/s")
+    print(f"batched, each mutant synthesised (linear_synthesis=False): best {min(direct_times):.3f} s -> "
+          f"{queries / min(direct_times):,.0f} candidates/s")
     print(f"loop:    compile {loop_compile:.2f} s, {loop_time:.2f} s -> {loop_rate:,.0f} candidates/s")
     print(f"speed-up: {batched_rate / loop_rate:.1f}x  (written to {out})")
 

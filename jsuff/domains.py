@@ -72,6 +72,11 @@ class Domain:
     """
 
     name: ClassVar[str] = ""
+    #: ``synthesize(coeffs, mask)`` is affine in the mask: ``s(A | B) = s(A) + s(B) - s(empty)`` for
+    #: disjoint A, B (the inverse transform is linear and removed cells take a fixed fill). The
+    #: search relies on it to build a refinement's mutants from sums (``SearchConfig.linear_synthesis``);
+    #: a subclass whose synthesis is not affine must set it False.
+    affine: ClassVar[bool] = True
 
     fill: str = dataclasses.field(default="zero", kw_only=True)
     noise_level: float = dataclasses.field(default=0.1, kw_only=True)
@@ -232,7 +237,14 @@ class STFT(Domain):
         pad, frames, total = self._layout(num_samples)
         win = jnp.asarray(_window(self.window, self.n_fft))
         seg = jnp.fft.irfft(values.T, n=self.n_fft, axis=-1).astype(jnp.float32) * win.reshape(1, -1)
-        out = jnp.zeros(total, jnp.float32).at[self._frames_index(frames)].add(seg)
+        if self.n_fft % self.hop == 0:
+            # overlap-add as k shifted dense adds of hop-sized blocks: a scatter-add is slow on
+            # CPU, and slower still under vmap (the search synthesises many candidates at once)
+            k = self.n_fft // self.hop
+            blocks = seg.reshape(frames, k, self.hop)
+            out = sum(jnp.pad(blocks[:, j], ((j, k - 1 - j), (0, 0))) for j in range(k)).reshape(-1)
+        else:
+            out = jnp.zeros(total, jnp.float32).at[self._frames_index(frames)].add(seg)
         return out[pad : pad + num_samples] * jnp.asarray(self._norm(num_samples))
 
     def cell_energy(self, coeffs: Coefficients) -> jax.Array:

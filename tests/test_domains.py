@@ -18,6 +18,7 @@ CASES = [
     (STFT(n_fft=64, hop=16), 1000),
     (STFT(n_fft=64, hop=32, window="hamming"), 1001),
     (STFT(n_fft=32, hop=8, window="blackman"), 999),
+    (STFT(n_fft=60, hop=16), 1000),  # hop does not divide n_fft: the scatter overlap-add
     (Time(), 1000),
     (Time(segment=7), 1001),
 ]
@@ -112,6 +113,22 @@ def test_vmap_over_masks_equals_loop_and_jit_equals_eager(domain):
     analyze_all = jax.jit(jax.vmap(domain.analyze))
     both = jax.jit(jax.vmap(domain.synthesize))(analyze_all(jnp.stack([x, 2 * x, -x])), masks)
     np.testing.assert_allclose(np.asarray(both[1]), 2 * np.asarray(batched[1]), atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "domain", [RFFT(), RFFT(fill="noise"), STFT(n_fft=32, hop=8, fill="mean"), Time(segment=7, fill="noise")], ids=repr
+)
+def test_synthesis_is_affine_in_the_mask(domain):
+    # the search builds mutants as s(A) + s(B) - s(empty) for disjoint A, B (Domain.affine)
+    x = clip(301, 3)
+    z = jax.jit(domain.analyze)(x)
+    grid = domain.grid_shape(301)
+    part = np.random.default_rng(1).integers(0, 3, grid)  # 0: in neither, 1: in A, 2: in B
+    synth = jax.jit(jax.vmap(domain.synthesize, in_axes=(None, 0)))
+    a, b, both, none = synth(z, np.stack([part == 1, part == 2, part > 0, np.zeros(grid, bool)]))
+    assert domain.affine
+    np.testing.assert_allclose(np.asarray(a + b - none), np.asarray(both), atol=2e-5)
+    assert float(jnp.abs(a - both).max()) > 0.1  # the parts are not trivially equal
 
 
 @pytest.mark.parametrize("t", [512, 513])  # even and odd: the Nyquist bin counts once or not at all
