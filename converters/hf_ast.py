@@ -19,11 +19,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from converters import Converter, register_converter
 from converters._hf_classifier import HFClassifier, dense_rules, norm_rules
 from converters.common import ConversionError
 from jsuff.models.ast import ASTConfig
-from jsuff.models.base import ModelError
 
 MODEL_TYPE = "audio-spectrogram-transformer"
 CLASSES = ("ASTForAudioClassification",)
@@ -104,28 +102,25 @@ def jsuff_config(hf: dict[str, Any], pre: dict[str, Any], num_labels: int, src: 
                 f"{src}: preprocessor_config {key}={pre[key]} but config.json {key}={hf[key]}; "
                 "the model's position embeddings fix both"
             )
-    try:
-        return ASTConfig(
-            hidden_size=int(hf["hidden_size"]),
-            num_hidden_layers=int(hf["num_hidden_layers"]),
-            num_attention_heads=int(hf["num_attention_heads"]),
-            intermediate_size=int(hf["intermediate_size"]),
-            hidden_act=str(hf["hidden_act"]),
-            layer_norm_eps=float(hf["layer_norm_eps"]),
-            patch_size=_square(hf["patch_size"], "patch_size", src),
-            qkv_bias=bool(hf["qkv_bias"]),
-            frequency_stride=int(hf["frequency_stride"]),
-            time_stride=int(hf["time_stride"]),
-            max_length=int(hf["max_length"]),
-            num_mel_bins=int(hf["num_mel_bins"]),
-            num_labels=num_labels,
-            sample_rate=int(pre["sampling_rate"]),
-            mean=float(pre["mean"]),
-            std=float(pre["std"]),
-            do_normalize=bool(pre["do_normalize"]),
-        )
-    except ModelError as e:
-        raise ConversionError(f"{src}: {e}") from None
+    return ASTConfig(
+        hidden_size=int(hf["hidden_size"]),
+        num_hidden_layers=int(hf["num_hidden_layers"]),
+        num_attention_heads=int(hf["num_attention_heads"]),
+        intermediate_size=int(hf["intermediate_size"]),
+        hidden_act=str(hf["hidden_act"]),
+        layer_norm_eps=float(hf["layer_norm_eps"]),
+        patch_size=_square(hf["patch_size"], "patch_size", src),
+        qkv_bias=bool(hf["qkv_bias"]),
+        frequency_stride=int(hf["frequency_stride"]),
+        time_stride=int(hf["time_stride"]),
+        max_length=int(hf["max_length"]),
+        num_mel_bins=int(hf["num_mel_bins"]),
+        num_labels=num_labels,
+        sample_rate=int(pre["sampling_rate"]),
+        mean=float(pre["mean"]),
+        std=float(pre["std"]),
+        do_normalize=bool(pre["do_normalize"]),
+    )
 
 
 HF = HFClassifier(
@@ -140,7 +135,4 @@ HF = HFClassifier(
 )
 convert = HF.convert
 detect = HF.detect
-
-register_converter(
-    Converter("ast", convert, detect, "Hugging Face ASTForAudioClassification folder (config.json + weights)")
-)
+HF.register("Hugging Face ASTForAudioClassification folder (config.json + weights)")

@@ -20,10 +20,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from converters import Converter, register_converter
 from converters._hf_classifier import HFClassifier, dense_rules, norm_rules
 from converters.common import ConversionError
-from jsuff.models.base import ModelError
 from jsuff.models.whisper import WhisperConfig
 
 MODEL_TYPE = "whisper"
@@ -77,25 +75,22 @@ def jsuff_config(hf: dict[str, Any], pre: dict[str, Any], num_labels: int, src: 
             f"{src}: preprocessor_config feature_size={pre['feature_size']} but config.json "
             f"num_mel_bins={hf['num_mel_bins']}"
         )
-    try:
-        return WhisperConfig(
-            d_model=int(hf["d_model"]),
-            encoder_layers=int(hf["encoder_layers"]),
-            encoder_attention_heads=int(hf["encoder_attention_heads"]),
-            encoder_ffn_dim=int(hf["encoder_ffn_dim"]),
-            activation_function=str(hf["activation_function"]),
-            max_source_positions=int(hf["max_source_positions"]),
-            num_mel_bins=int(hf["num_mel_bins"]),
-            use_weighted_layer_sum=bool(hf["use_weighted_layer_sum"]),
-            classifier_proj_size=int(hf["classifier_proj_size"]),
-            num_labels=num_labels,
-            sample_rate=int(pre["sampling_rate"]),
-            n_fft=int(pre["n_fft"]),
-            hop_length=int(pre["hop_length"]),
-            n_samples=int(pre["chunk_length"]) * int(pre["sampling_rate"]),
-        )
-    except ModelError as e:
-        raise ConversionError(f"{src}: {e}") from None
+    return WhisperConfig(
+        d_model=int(hf["d_model"]),
+        encoder_layers=int(hf["encoder_layers"]),
+        encoder_attention_heads=int(hf["encoder_attention_heads"]),
+        encoder_ffn_dim=int(hf["encoder_ffn_dim"]),
+        activation_function=str(hf["activation_function"]),
+        max_source_positions=int(hf["max_source_positions"]),
+        num_mel_bins=int(hf["num_mel_bins"]),
+        use_weighted_layer_sum=bool(hf["use_weighted_layer_sum"]),
+        classifier_proj_size=int(hf["classifier_proj_size"]),
+        num_labels=num_labels,
+        sample_rate=int(pre["sampling_rate"]),
+        n_fft=int(pre["n_fft"]),
+        hop_length=int(pre["hop_length"]),
+        n_samples=int(pre["chunk_length"]) * int(pre["sampling_rate"]),
+    )
 
 
 HF = HFClassifier(
@@ -110,12 +105,4 @@ HF = HFClassifier(
 )
 convert = HF.convert
 detect = HF.detect
-
-register_converter(
-    Converter(
-        "whisper",
-        convert,
-        detect,
-        "Hugging Face WhisperForAudioClassification folder (config.json + weights)",
-    )
-)
+HF.register("Hugging Face WhisperForAudioClassification folder (config.json + weights)")
