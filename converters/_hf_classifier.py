@@ -11,13 +11,10 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-
 from converters import Converter, register_converter
-from converters.common import ConversionError, finish, map_state_dict, read_json
+from converters.common import ConversionError, Rule, finish, map_state_dict, read_json
 from converters.hf_common import PREPROCESSOR_FILE, apply_defaults, detect_model_type, id2label_labels, read_hf_folder
 from jsuff.models.base import Model, ModelError, expected_shapes
-
-Rule = tuple[str, str, str]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,12 +114,3 @@ class HFClassifier:
         """Register this family's converter under its ``arch`` name (called at module import)."""
         return register_converter(Converter(self.arch, self.convert, self.detect, description))
 
-
-def dense_rules(torch: str, flax: str, transform: str = "linear") -> list[Rule]:
-    """Key-map rows for a torch module with ``weight`` and ``bias`` -> flax ``kernel`` and ``bias``."""
-    return [(f"{torch}.weight", f"{flax}/kernel", transform), (f"{torch}.bias", f"{flax}/bias", "identity")]
-
-
-def norm_rules(torch: str, flax: str) -> list[Rule]:
-    """Key-map rows for a torch LayerNorm -> flax ``scale`` and ``bias``."""
-    return [(f"{torch}.weight", f"{flax}/scale", "identity"), (f"{torch}.bias", f"{flax}/bias", "identity")]

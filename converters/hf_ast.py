@@ -19,7 +19,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from converters._hf_classifier import HFClassifier, dense_rules, norm_rules
+from converters._hf_classifier import HFClassifier
+from converters._rules import conv, layer_norm, linear
 from converters.common import ConversionError
 from jsuff.models.ast import ASTConfig
 
@@ -67,22 +68,22 @@ RULES: list[tuple[str, str, str]] = [
     (_P + "embeddings.cls_token", "cls_token", "identity"),
     (_P + "embeddings.distillation_token", "distillation_token", "identity"),
     (_P + "embeddings.position_embeddings", "position_embeddings", "identity"),
-    *dense_rules(_P + "embeddings.patch_embeddings.projection", "patch_embed", "conv2d"),
+    *conv(_P + "embeddings.patch_embeddings.projection", "patch_embed", "conv2d"),
     *[
         rule
         for disk, current, flax in _LAYER
         for prefix in (f"{_P}encoder.layer.{{i}}.{disk}", f"{_P}layers.{{i}}.{current}")
-        for rule in dense_rules(prefix, f"layers/{{i}}/{flax}")
+        for rule in linear(prefix, f"layers/{{i}}/{flax}")
     ],
     *[
         rule
         for layers in ("encoder.layer", "layers")
         for torch, flax in (("layernorm_before", "attn_norm"), ("layernorm_after", "mlp_norm"))
-        for rule in norm_rules(f"{_P}{layers}.{{i}}.{torch}", f"layers/{{i}}/{flax}")
+        for rule in layer_norm(f"{_P}{layers}.{{i}}.{torch}", f"layers/{{i}}/{flax}")
     ],
-    *norm_rules(_P + "layernorm", "layernorm"),
-    *norm_rules("classifier.layernorm", "head_norm"),
-    *dense_rules("classifier.dense", "head"),
+    *layer_norm(_P + "layernorm", "layernorm"),
+    *layer_norm("classifier.layernorm", "head_norm"),
+    *linear("classifier.dense", "head"),
 ]
 
 

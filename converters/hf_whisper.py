@@ -20,7 +20,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from converters._hf_classifier import HFClassifier, dense_rules, norm_rules
+from converters._hf_classifier import HFClassifier
+from converters._rules import conv, layer_norm, linear
 from converters.common import ConversionError
 from jsuff.models.whisper import WhisperConfig
 
@@ -50,21 +51,21 @@ EXTRACTOR_DEFAULTS: dict[str, Any] = {
 
 _L = "encoder.layers.{i}."
 RULES: list[tuple[str, str, str]] = [
-    *dense_rules("encoder.conv1", "conv1", "conv1d"),
-    *dense_rules("encoder.conv2", "conv2", "conv1d"),
+    *conv("encoder.conv1", "conv1", "conv1d"),
+    *conv("encoder.conv2", "conv2", "conv1d"),
     ("encoder.embed_positions.weight", "embed_positions", "identity"),
-    *dense_rules(_L + "self_attn.q_proj", "layers/{i}/attn/query"),
+    *linear(_L + "self_attn.q_proj", "layers/{i}/attn/query"),
     ("encoder.layers.{i}.self_attn.k_proj.weight", "layers/{i}/attn/key/kernel", "linear"),  # no bias in HF
-    *dense_rules(_L + "self_attn.v_proj", "layers/{i}/attn/value"),
-    *dense_rules(_L + "self_attn.out_proj", "layers/{i}/attn/out"),
-    *norm_rules(_L + "self_attn_layer_norm", "layers/{i}/attn_norm"),
-    *norm_rules(_L + "final_layer_norm", "layers/{i}/mlp_norm"),
-    *dense_rules(_L + "fc1", "layers/{i}/mlp/fc1"),
-    *dense_rules(_L + "fc2", "layers/{i}/mlp/fc2"),
-    *norm_rules("encoder.layer_norm", "layer_norm"),
+    *linear(_L + "self_attn.v_proj", "layers/{i}/attn/value"),
+    *linear(_L + "self_attn.out_proj", "layers/{i}/attn/out"),
+    *layer_norm(_L + "self_attn_layer_norm", "layers/{i}/attn_norm"),
+    *layer_norm(_L + "final_layer_norm", "layers/{i}/mlp_norm"),
+    *linear(_L + "fc1", "layers/{i}/mlp/fc1"),
+    *linear(_L + "fc2", "layers/{i}/mlp/fc2"),
+    *layer_norm("encoder.layer_norm", "layer_norm"),
     ("layer_weights", "layer_weights", "identity"),
-    *dense_rules("projector", "projector"),
-    *dense_rules("classifier", "classifier"),
+    *linear("projector", "projector"),
+    *linear("classifier", "classifier"),
 ]
 
 
