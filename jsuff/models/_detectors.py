@@ -1,6 +1,5 @@
 """Pieces shared by the ports of real pretrained detectors (silero, javad, pulsevad, crepe).
 
-* :func:`parse_config`: a frozen config dataclass from a ``model.json`` dict, naming bad keys;
 * :func:`mel_filters`: the detectors' float32 mel filters (framing, windowing and the filter
   maths are :mod:`jsuff.models.logmel`'s);
 * :func:`speech_logits`: the 2-class clip logits of a frame-level voice activity detector;
@@ -19,10 +18,9 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -32,34 +30,7 @@ from flax import nnx
 from jsuff.models.base import Model, ModelError, get_architecture
 from jsuff.models.logmel import mel_filter_bank
 
-T = TypeVar("T")
-
 VAD_LABELS = ("no_speech", "speech")
-
-
-def parse_config(cls: type[T], config: Mapping[str, Any], *, arch: str) -> T:
-    """Build the frozen dataclass ``cls`` from ``config``; unknown keys are an error.
-
-    JSON lists become tuples so the config stays hashable.
-
-    Example:
-        >>> @dataclasses.dataclass(frozen=True)
-        ... class C:
-        ...     k: tuple = (1,)
-        >>> parse_config(C, {"k": [2, [3]]}, arch="toy")
-        C(k=(2, (3,)))
-    """
-    if not isinstance(config, Mapping):
-        raise ModelError(f"{arch} config must be a mapping, got {type(config).__name__}")
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(config) - names)
-    if unknown:
-        raise ModelError(f"{arch} config has unknown keys {unknown}; known: {sorted(names)}")
-
-    def frozen(v: Any) -> Any:
-        return tuple(frozen(e) for e in v) if isinstance(v, (list, tuple)) else v
-
-    return cls(**{k: frozen(v) for k, v in config.items()})
 
 
 # ----------------------------------------------------------------------------------------------

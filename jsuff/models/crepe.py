@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jsuff.models._detectors import parse_config
+from jsuff.models._family import parse_config
 from jsuff.models.logmel import frame_signal
 from jsuff.models.base import Architecture, ModelError, register
 

@@ -41,7 +41,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jsuff.models._detectors import mel_filters, parse_config, speech_logits
+from jsuff.models._detectors import mel_filters, speech_logits
+from jsuff.models._family import parse_config
 from jsuff.models.logmel import frame_signal, windowed
 from jsuff.models.base import Architecture, ModelError, register
 
