@@ -11,12 +11,10 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-
-from converters.common import ConversionError, finish, map_state_dict, read_json
+from converters import Converter, register_converter
+from converters.common import ConversionError, Rule, finish, map_state_dict, read_json
 from converters.hf_common import PREPROCESSOR_FILE, apply_defaults, detect_model_type, id2label_labels, read_hf_folder
-from jsuff.models.base import Model, expected_shapes
-
-Rule = tuple[str, str, str]
+from jsuff.models.base import Model, ModelError, expected_shapes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,7 +30,9 @@ class HFClassifier:
             JSON files leave out.
         rules: the key map (see :func:`converters.common.map_state_dict`).
         jsuff_config: ``(config, preprocessor, num_labels, src) -> family config`` (an object with
-            ``to_dict()`` and ``input_policy``); raises :class:`ConversionError` on disagreements.
+            ``to_dict()`` and ``input_policy``); raises :class:`ConversionError` on disagreements
+            between the two files, and the family config's :class:`ModelError` on bad settings
+            (:meth:`convert` reports that as a :class:`ConversionError` naming the folder).
     """
 
     arch: str
@@ -71,7 +71,10 @@ class HFClassifier:
         hf = apply_defaults(hf, self.config_defaults)
         labels = id2label_labels(hf)
         pre = apply_defaults(ckpt.preprocessor, self.extractor_defaults)
-        family = self.jsuff_config(hf, pre, len(labels), src)
+        try:
+            family = self.jsuff_config(hf, pre, len(labels), src)
+        except ModelError as e:
+            raise ConversionError(f"{src}: {e}") from None
         cfg = family.to_dict()
         params = map_state_dict(ckpt.state_dict, self.rules, expected_shapes(self.arch, cfg), source=str(src))
         return finish(
@@ -107,12 +110,7 @@ class HFClassifier:
         """Whether ``src`` is a folder whose ``config.json`` has this ``model_type``."""
         return detect_model_type(src) == self.model_type
 
+    def register(self, description: str) -> Converter:
+        """Register this family's converter under its ``arch`` name (called at module import)."""
+        return register_converter(Converter(self.arch, self.convert, self.detect, description))
 
-def dense_rules(torch: str, flax: str, transform: str = "linear") -> list[Rule]:
-    """Key-map rows for a torch module with ``weight`` and ``bias`` -> flax ``kernel`` and ``bias``."""
-    return [(f"{torch}.weight", f"{flax}/kernel", transform), (f"{torch}.bias", f"{flax}/bias", "identity")]
-
-
-def norm_rules(torch: str, flax: str) -> list[Rule]:
-    """Key-map rows for a torch LayerNorm -> flax ``scale`` and ``bias``."""
-    return [(f"{torch}.weight", f"{flax}/scale", "identity"), (f"{torch}.bias", f"{flax}/bias", "identity")]

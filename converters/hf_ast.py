@@ -19,11 +19,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from converters import Converter, register_converter
-from converters._hf_classifier import HFClassifier, dense_rules, norm_rules
+from converters._hf_classifier import HFClassifier
+from converters._rules import conv, layer_norm, linear
 from converters.common import ConversionError
 from jsuff.models.ast import ASTConfig
-from jsuff.models.base import ModelError
 
 MODEL_TYPE = "audio-spectrogram-transformer"
 CLASSES = ("ASTForAudioClassification",)
@@ -69,22 +68,22 @@ RULES: list[tuple[str, str, str]] = [
     (_P + "embeddings.cls_token", "cls_token", "identity"),
     (_P + "embeddings.distillation_token", "distillation_token", "identity"),
     (_P + "embeddings.position_embeddings", "position_embeddings", "identity"),
-    *dense_rules(_P + "embeddings.patch_embeddings.projection", "patch_embed", "conv2d"),
+    *conv(_P + "embeddings.patch_embeddings.projection", "patch_embed", "conv2d"),
     *[
         rule
         for disk, current, flax in _LAYER
         for prefix in (f"{_P}encoder.layer.{{i}}.{disk}", f"{_P}layers.{{i}}.{current}")
-        for rule in dense_rules(prefix, f"layers/{{i}}/{flax}")
+        for rule in linear(prefix, f"layers/{{i}}/{flax}")
     ],
     *[
         rule
         for layers in ("encoder.layer", "layers")
         for torch, flax in (("layernorm_before", "attn_norm"), ("layernorm_after", "mlp_norm"))
-        for rule in norm_rules(f"{_P}{layers}.{{i}}.{torch}", f"layers/{{i}}/{flax}")
+        for rule in layer_norm(f"{_P}{layers}.{{i}}.{torch}", f"layers/{{i}}/{flax}")
     ],
-    *norm_rules(_P + "layernorm", "layernorm"),
-    *norm_rules("classifier.layernorm", "head_norm"),
-    *dense_rules("classifier.dense", "head"),
+    *layer_norm(_P + "layernorm", "layernorm"),
+    *layer_norm("classifier.layernorm", "head_norm"),
+    *linear("classifier.dense", "head"),
 ]
 
 
@@ -104,28 +103,25 @@ def jsuff_config(hf: dict[str, Any], pre: dict[str, Any], num_labels: int, src: 
                 f"{src}: preprocessor_config {key}={pre[key]} but config.json {key}={hf[key]}; "
                 "the model's position embeddings fix both"
             )
-    try:
-        return ASTConfig(
-            hidden_size=int(hf["hidden_size"]),
-            num_hidden_layers=int(hf["num_hidden_layers"]),
-            num_attention_heads=int(hf["num_attention_heads"]),
-            intermediate_size=int(hf["intermediate_size"]),
-            hidden_act=str(hf["hidden_act"]),
-            layer_norm_eps=float(hf["layer_norm_eps"]),
-            patch_size=_square(hf["patch_size"], "patch_size", src),
-            qkv_bias=bool(hf["qkv_bias"]),
-            frequency_stride=int(hf["frequency_stride"]),
-            time_stride=int(hf["time_stride"]),
-            max_length=int(hf["max_length"]),
-            num_mel_bins=int(hf["num_mel_bins"]),
-            num_labels=num_labels,
-            sample_rate=int(pre["sampling_rate"]),
-            mean=float(pre["mean"]),
-            std=float(pre["std"]),
-            do_normalize=bool(pre["do_normalize"]),
-        )
-    except ModelError as e:
-        raise ConversionError(f"{src}: {e}") from None
+    return ASTConfig(
+        hidden_size=int(hf["hidden_size"]),
+        num_hidden_layers=int(hf["num_hidden_layers"]),
+        num_attention_heads=int(hf["num_attention_heads"]),
+        intermediate_size=int(hf["intermediate_size"]),
+        hidden_act=str(hf["hidden_act"]),
+        layer_norm_eps=float(hf["layer_norm_eps"]),
+        patch_size=_square(hf["patch_size"], "patch_size", src),
+        qkv_bias=bool(hf["qkv_bias"]),
+        frequency_stride=int(hf["frequency_stride"]),
+        time_stride=int(hf["time_stride"]),
+        max_length=int(hf["max_length"]),
+        num_mel_bins=int(hf["num_mel_bins"]),
+        num_labels=num_labels,
+        sample_rate=int(pre["sampling_rate"]),
+        mean=float(pre["mean"]),
+        std=float(pre["std"]),
+        do_normalize=bool(pre["do_normalize"]),
+    )
 
 
 HF = HFClassifier(
@@ -140,7 +136,4 @@ HF = HFClassifier(
 )
 convert = HF.convert
 detect = HF.detect
-
-register_converter(
-    Converter("ast", convert, detect, "Hugging Face ASTForAudioClassification folder (config.json + weights)")
-)
+HF.register("Hugging Face ASTForAudioClassification folder (config.json + weights)")

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from converters import Converter, register_converter
+from converters._rules import batch_norm, conv, layer_norm, linear
 from converters.common import ConversionError, Rule, finish, fold_weight_norms, map_state_dict
 from converters.hf_common import (
     HFCheckpoint,
@@ -164,14 +165,6 @@ def jsuff_config(
 # ----------------------------------------------------------------------------------------------
 
 
-def _linear(src: str, dst: str) -> list[Rule]:
-    return [(f"{src}.weight", f"{dst}/kernel", "linear"), (f"{src}.bias", f"{dst}/bias", "identity")]
-
-
-def _norm(src: str, dst: str) -> list[Rule]:
-    return [(f"{src}.weight", f"{dst}/scale", "identity"), (f"{src}.bias", f"{dst}/bias", "identity")]
-
-
 def key_map(prefix: str, head: str) -> list[Rule]:
     """``(torch key, flax path, transform)`` rows for an encoder under ``prefix`` and a head.
 
@@ -183,37 +176,33 @@ def key_map(prefix: str, head: str) -> list[Rule]:
         ('hubert.feature_extractor.conv_layers.{i}.conv.weight', 'feature_extractor/conv_layers/{i}/conv/kernel', 'conv1d')
     """
     p = prefix
-    conv = f"{p}.feature_extractor.conv_layers.{{i}}"
+    tconv = f"{p}.feature_extractor.conv_layers.{{i}}"
     fconv = "feature_extractor/conv_layers/{i}"
     layer = f"{p}.encoder.layers.{{i}}"
     flayer = "encoder/layers/{i}"
     rules: list[Rule] = [
-        (f"{conv}.conv.weight", f"{fconv}/conv/kernel", "conv1d"),
-        (f"{conv}.conv.bias", f"{fconv}/conv/bias", "identity"),
-        *_norm(f"{conv}.layer_norm", f"{fconv}/layer_norm"),
-        *_norm(f"{p}.feature_projection.layer_norm", "feature_projection/layer_norm"),
-        *_linear(f"{p}.feature_projection.projection", "feature_projection/projection"),
+        *conv(f"{tconv}.conv", f"{fconv}/conv", "conv1d"),
+        *layer_norm(f"{tconv}.layer_norm", f"{fconv}/layer_norm"),
+        *layer_norm(f"{p}.feature_projection.layer_norm", "feature_projection/layer_norm"),
+        *linear(f"{p}.feature_projection.projection", "feature_projection/projection"),
         # the weight-norm pair is folded into .weight before mapping
-        (f"{p}.encoder.pos_conv_embed.conv.weight", "encoder/pos_conv_embed/conv/kernel", "conv1d"),
-        (f"{p}.encoder.pos_conv_embed.conv.bias", "encoder/pos_conv_embed/conv/bias", "identity"),
-        *_norm(f"{p}.encoder.pos_conv_embed.batch_norm", "encoder/pos_conv_embed/batch_norm"),
-        (f"{p}.encoder.pos_conv_embed.batch_norm.running_mean", "encoder/pos_conv_embed/batch_norm/mean", "identity"),
-        (f"{p}.encoder.pos_conv_embed.batch_norm.running_var", "encoder/pos_conv_embed/batch_norm/var", "identity"),
-        *_norm(f"{p}.encoder.layer_norm", "encoder/layer_norm"),
-        *[r for n in ("q", "k", "v", "out") for r in _linear(f"{layer}.attention.{n}_proj", f"{flayer}/attention/{n}_proj")],
-        *_norm(f"{layer}.layer_norm", f"{flayer}/layer_norm"),
-        *_linear(f"{layer}.feed_forward.intermediate_dense", f"{flayer}/feed_forward/intermediate_dense"),
-        *_linear(f"{layer}.feed_forward.output_dense", f"{flayer}/feed_forward/output_dense"),
-        *_norm(f"{layer}.final_layer_norm", f"{flayer}/final_layer_norm"),
+        *conv(f"{p}.encoder.pos_conv_embed.conv", "encoder/pos_conv_embed/conv", "conv1d"),
+        *batch_norm(f"{p}.encoder.pos_conv_embed.batch_norm", "encoder/pos_conv_embed/batch_norm"),
+        *layer_norm(f"{p}.encoder.layer_norm", "encoder/layer_norm"),
+        *[r for n in ("q", "k", "v", "out") for r in linear(f"{layer}.attention.{n}_proj", f"{flayer}/attention/{n}_proj")],
+        *layer_norm(f"{layer}.layer_norm", f"{flayer}/layer_norm"),
+        *linear(f"{layer}.feed_forward.intermediate_dense", f"{flayer}/feed_forward/intermediate_dense"),
+        *linear(f"{layer}.feed_forward.output_dense", f"{flayer}/feed_forward/output_dense"),
+        *layer_norm(f"{layer}.final_layer_norm", f"{flayer}/final_layer_norm"),
     ]
     if head == "sequence_classification":
         rules += [
             ("layer_weights", "layer_weights", "identity"),
-            *_linear("projector", "projector"),
-            *_linear("classifier", "classifier"),
+            *linear("projector", "projector"),
+            *linear("classifier", "classifier"),
         ]
     else:
-        rules += [*_linear("classifier.dense", "classifier/dense"), *_linear("classifier.out_proj", "classifier/out_proj")]
+        rules += [*linear("classifier.dense", "classifier/dense"), *linear("classifier.out_proj", "classifier/out_proj")]
     return rules
 
 

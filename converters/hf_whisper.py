@@ -20,10 +20,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from converters import Converter, register_converter
-from converters._hf_classifier import HFClassifier, dense_rules, norm_rules
+from converters._hf_classifier import HFClassifier
+from converters._rules import conv, layer_norm, linear
 from converters.common import ConversionError
-from jsuff.models.base import ModelError
 from jsuff.models.whisper import WhisperConfig
 
 MODEL_TYPE = "whisper"
@@ -52,21 +51,21 @@ EXTRACTOR_DEFAULTS: dict[str, Any] = {
 
 _L = "encoder.layers.{i}."
 RULES: list[tuple[str, str, str]] = [
-    *dense_rules("encoder.conv1", "conv1", "conv1d"),
-    *dense_rules("encoder.conv2", "conv2", "conv1d"),
+    *conv("encoder.conv1", "conv1", "conv1d"),
+    *conv("encoder.conv2", "conv2", "conv1d"),
     ("encoder.embed_positions.weight", "embed_positions", "identity"),
-    *dense_rules(_L + "self_attn.q_proj", "layers/{i}/attn/query"),
+    *linear(_L + "self_attn.q_proj", "layers/{i}/attn/query"),
     ("encoder.layers.{i}.self_attn.k_proj.weight", "layers/{i}/attn/key/kernel", "linear"),  # no bias in HF
-    *dense_rules(_L + "self_attn.v_proj", "layers/{i}/attn/value"),
-    *dense_rules(_L + "self_attn.out_proj", "layers/{i}/attn/out"),
-    *norm_rules(_L + "self_attn_layer_norm", "layers/{i}/attn_norm"),
-    *norm_rules(_L + "final_layer_norm", "layers/{i}/mlp_norm"),
-    *dense_rules(_L + "fc1", "layers/{i}/mlp/fc1"),
-    *dense_rules(_L + "fc2", "layers/{i}/mlp/fc2"),
-    *norm_rules("encoder.layer_norm", "layer_norm"),
+    *linear(_L + "self_attn.v_proj", "layers/{i}/attn/value"),
+    *linear(_L + "self_attn.out_proj", "layers/{i}/attn/out"),
+    *layer_norm(_L + "self_attn_layer_norm", "layers/{i}/attn_norm"),
+    *layer_norm(_L + "final_layer_norm", "layers/{i}/mlp_norm"),
+    *linear(_L + "fc1", "layers/{i}/mlp/fc1"),
+    *linear(_L + "fc2", "layers/{i}/mlp/fc2"),
+    *layer_norm("encoder.layer_norm", "layer_norm"),
     ("layer_weights", "layer_weights", "identity"),
-    *dense_rules("projector", "projector"),
-    *dense_rules("classifier", "classifier"),
+    *linear("projector", "projector"),
+    *linear("classifier", "classifier"),
 ]
 
 
@@ -77,25 +76,22 @@ def jsuff_config(hf: dict[str, Any], pre: dict[str, Any], num_labels: int, src: 
             f"{src}: preprocessor_config feature_size={pre['feature_size']} but config.json "
             f"num_mel_bins={hf['num_mel_bins']}"
         )
-    try:
-        return WhisperConfig(
-            d_model=int(hf["d_model"]),
-            encoder_layers=int(hf["encoder_layers"]),
-            encoder_attention_heads=int(hf["encoder_attention_heads"]),
-            encoder_ffn_dim=int(hf["encoder_ffn_dim"]),
-            activation_function=str(hf["activation_function"]),
-            max_source_positions=int(hf["max_source_positions"]),
-            num_mel_bins=int(hf["num_mel_bins"]),
-            use_weighted_layer_sum=bool(hf["use_weighted_layer_sum"]),
-            classifier_proj_size=int(hf["classifier_proj_size"]),
-            num_labels=num_labels,
-            sample_rate=int(pre["sampling_rate"]),
-            n_fft=int(pre["n_fft"]),
-            hop_length=int(pre["hop_length"]),
-            n_samples=int(pre["chunk_length"]) * int(pre["sampling_rate"]),
-        )
-    except ModelError as e:
-        raise ConversionError(f"{src}: {e}") from None
+    return WhisperConfig(
+        d_model=int(hf["d_model"]),
+        encoder_layers=int(hf["encoder_layers"]),
+        encoder_attention_heads=int(hf["encoder_attention_heads"]),
+        encoder_ffn_dim=int(hf["encoder_ffn_dim"]),
+        activation_function=str(hf["activation_function"]),
+        max_source_positions=int(hf["max_source_positions"]),
+        num_mel_bins=int(hf["num_mel_bins"]),
+        use_weighted_layer_sum=bool(hf["use_weighted_layer_sum"]),
+        classifier_proj_size=int(hf["classifier_proj_size"]),
+        num_labels=num_labels,
+        sample_rate=int(pre["sampling_rate"]),
+        n_fft=int(pre["n_fft"]),
+        hop_length=int(pre["hop_length"]),
+        n_samples=int(pre["chunk_length"]) * int(pre["sampling_rate"]),
+    )
 
 
 HF = HFClassifier(
@@ -110,12 +106,4 @@ HF = HFClassifier(
 )
 convert = HF.convert
 detect = HF.detect
-
-register_converter(
-    Converter(
-        "whisper",
-        convert,
-        detect,
-        "Hugging Face WhisperForAudioClassification folder (config.json + weights)",
-    )
-)
+HF.register("Hugging Face WhisperForAudioClassification folder (config.json + weights)")

@@ -14,6 +14,7 @@ import numpy as np
 
 from converters import Converter, register_converter
 from converters._packages import Shipped, save
+from converters._rules import batch_norm, conv, layer_norm, linear
 from converters.common import ConversionError, map_state_dict, read_json, read_state_dict
 from jsuff.models._detectors import VAD_LABELS
 from jsuff.models.base import Model, expected_shapes
@@ -22,18 +23,15 @@ from jsuff.models.javad import SAMPLE_RATE, VARIANTS
 ARCH = "javad"
 SHIPPED = Shipped("javad", "javad", {name: f"assets/{name}.pt" for name in VARIANTS}, "balanced")
 
-_BN = [("weight", "scale"), ("bias", "bias"), ("running_mean", "mean"), ("running_var", "var")]
 RULES = [
     ("positional_embedding", "positional_embedding", "identity"),
     ("collapsing_weights", "collapse", "identity"),
     # "crb" layers are nn.Sequential(Conv2d, ReLU, BatchNorm2d): indices 0 and 2.
-    ("conv{i}.0.weight", "conv{i}/conv/kernel", "conv2d"),
-    ("conv{i}.0.bias", "conv{i}/conv/bias", "identity"),
-    *[(f"conv{{i}}.2.{t}", f"conv{{i}}/bn/{f}", "identity") for t, f in _BN],
+    *conv("conv{i}.0", "conv{i}/conv", "conv2d"),
+    *batch_norm("conv{i}.2", "conv{i}/bn"),
     # "dc" layers (DirectionalConv2d).
-    ("conv{i}.conv.weight", "conv{i}/conv/kernel", "conv2d"),
-    ("conv{i}.conv.bias", "conv{i}/conv/bias", "identity"),
-    *[(f"conv{{i}}.{bn}.{t}", f"conv{{i}}/{bn}/{f}", "identity") for bn in ("bn", "bn2") for t, f in _BN],
+    *conv("conv{i}.conv", "conv{i}/conv", "conv2d"),
+    *[r for bn in ("bn", "bn2") for r in batch_norm(f"conv{{i}}.{bn}", f"conv{{i}}/{bn}")],
     ("conv{i}.alignment.weights", "conv{i}/alignment", "identity"),
     *[
         (f"blocks.{{i}}.attn.{p}.weight", f"blocks/{{i}}/{p}/kernel", "linear")
@@ -42,16 +40,11 @@ RULES = [
     *[(f"blocks.{{i}}.attn.{p}.bias", f"blocks/{{i}}/{p}/bias", "identity") for p in ("query", "value", "out")],
     *[(f"blocks.{{i}}.{ln}.weight", f"blocks/{{i}}/{ln}/scale", "identity") for ln in ("attn_ln", "mlp_ln")],
     *[(f"blocks.{{i}}.{ln}.bias", f"blocks/{{i}}/{ln}/bias", "identity") for ln in ("attn_ln", "mlp_ln")],
-    ("blocks.{i}.mlp.0.weight", "blocks/{i}/mlp1/kernel", "linear"),
-    ("blocks.{i}.mlp.0.bias", "blocks/{i}/mlp1/bias", "identity"),
-    ("blocks.{i}.mlp.2.weight", "blocks/{i}/mlp2/kernel", "linear"),
-    ("blocks.{i}.mlp.2.bias", "blocks/{i}/mlp2/bias", "identity"),
-    ("ln_post.weight", "ln_post/scale", "identity"),
-    ("ln_post.bias", "ln_post/bias", "identity"),
-    ("classification_head.0.weight", "head1/kernel", "linear"),
-    ("classification_head.0.bias", "head1/bias", "identity"),
-    ("classification_head.3.weight", "head2/kernel", "linear"),
-    ("classification_head.3.bias", "head2/bias", "identity"),
+    *linear("blocks.{i}.mlp.0", "blocks/{i}/mlp1"),
+    *linear("blocks.{i}.mlp.2", "blocks/{i}/mlp2"),
+    *layer_norm("ln_post", "ln_post"),
+    *linear("classification_head.0", "head1"),
+    *linear("classification_head.3", "head2"),
 ]
 # DirectionalAlignment owns a BatchNorm2d that its forward never calls.
 IGNORE = [r"^conv\d\.alignment\.bn\."]

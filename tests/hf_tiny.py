@@ -111,10 +111,57 @@ def assert_batch_vmap_loop_agree(jm, clips: np.ndarray) -> None:
     np.testing.assert_allclose(batched, loop, atol=1e-5, rtol=0)
 
 
+def assert_defaults_match(conv, hf_config, hf_extractor, ours, keys: tuple[str, ...]) -> None:
+    """The converter module's ``CONFIG_DEFAULTS`` / ``EXTRACTOR_DEFAULTS`` are the transformers
+    classes' defaults (instances built with no arguments), and jsuff's default config ``ours``
+    agrees with them on ``keys``."""
+    for k, v in conv.CONFIG_DEFAULTS.items():
+        assert getattr(hf_config, k) == v, k
+    for k, v in conv.EXTRACTOR_DEFAULTS.items():
+        assert getattr(hf_extractor, k) == v, k
+    for k in keys:
+        assert getattr(ours, k) == conv.CONFIG_DEFAULTS[k], k
+
+
+def assert_logits_agree(got, ref: np.ndarray) -> None:
+    """jsuff logits equal the reference within 1e-4 (float32, CPU), with the same argmax."""
+    got = np.asarray(got)
+    np.testing.assert_allclose(got, ref, atol=1e-4, rtol=0)
+    np.testing.assert_array_equal(got.argmax(-1), ref.argmax(-1))
+
+
+def jsuff_hidden_states(module_cls, config_cls, jm, feats: torch.Tensor):
+    """The hidden states of ``jm`` (built as ``module_cls(config_cls.from_dict(jm.config))``) on
+    the reference front end's features, so the encoder is compared apart from the front end."""
+    import jax
+    from flax import nnx
+
+    graphdef = nnx.graphdef(nnx.eval_shape(lambda: module_cls(config_cls.from_dict(jm.config), nnx.Rngs(0))))
+    states = jax.jit(lambda p, f: nnx.merge(graphdef, p).hidden_states(f))
+    return states(jm.params, jax.numpy.asarray(feats.numpy()))
+
+
 def assert_hidden_states_agree(ours, ref) -> None:
     assert len(ours) == len(ref)
     for i, (a, b) in enumerate(zip(ours, ref, strict=True)):
         np.testing.assert_allclose(np.asarray(a), b.numpy(), atol=1e-4, rtol=0, err_msg=f"hidden state {i}")
+
+
+def convert_bin_folder(model, extractor, path: Path, arch: str):
+    """Save a ``pytorch_model.bin`` folder (transformers 5 key names) and convert it in memory."""
+    import converters
+
+    return converters.convert(save_folder(model, extractor, path, weights="bin"), None, arch=arch)
+
+
+def convert_without_defaults(folder: Path, dest: Path, conv) -> tuple[list[str], object]:
+    """Convert a copy of ``folder`` whose JSON files leave out every default of the converter
+    module ``conv``; returns the keys left out and the converted model."""
+    import converters
+
+    bare = copy_folder(folder, dest)
+    gone = strip_defaults(bare, conv.CONFIG_DEFAULTS, conv.EXTRACTOR_DEFAULTS)
+    return gone, converters.convert(bare, None)
 
 
 def assert_bad_folder_refused(folder: Path, tmp_path: Path, damage, needles, arch: str) -> None:

@@ -1,10 +1,6 @@
 """AST: tiny random transformers models -> converters.convert -> the same logits from waveforms."""
 
-import jax
-import jax.numpy as jnp
-import numpy as np
 import pytest
-from flax import nnx
 
 transformers = pytest.importorskip("transformers")
 torch = pytest.importorskip("torch")
@@ -16,16 +12,19 @@ from jsuff.models.ast import AST, ASTConfig  # noqa: E402
 from tests.hf_tiny import (  # noqa: E402
     assert_bad_folder_refused,
     assert_batch_vmap_loop_agree,
+    assert_defaults_match,
     assert_hidden_states_agree,
+    assert_logits_agree,
     builder,
+    convert_bin_folder,
+    convert_without_defaults,
     copy_folder,
     drop_tensor,
     edit_json,
+    jsuff_hidden_states,
     put_tensor,
     randomize_,
-    save_folder,
     set_json,
-    strip_defaults,
     truncate_weights,
     waveforms,
 )
@@ -77,15 +76,9 @@ def _torch_logits(model, fe, clips):
 # transformers warns that one of the 128 default Kaldi filters is empty (true, and reproduced).
 @pytest.mark.filterwarnings("ignore:At least one mel filter has all zero values:UserWarning")
 def test_defaults_match_transformers():
-    hf = transformers.ASTConfig()
-    for k, v in hf_ast.CONFIG_DEFAULTS.items():
-        assert getattr(hf, k) == v, k
-    fe = transformers.ASTFeatureExtractor()
-    for k, v in hf_ast.EXTRACTOR_DEFAULTS.items():
-        assert getattr(fe, k) == v, k
-    ours = ASTConfig()
-    for k in ("hidden_size", "num_hidden_layers", "layer_norm_eps", "max_length", "num_mel_bins"):
-        assert getattr(ours, k) == hf_ast.CONFIG_DEFAULTS[k], k
+    fe, ours = transformers.ASTFeatureExtractor(), ASTConfig()
+    keys = ("hidden_size", "num_hidden_layers", "layer_norm_eps", "max_length", "num_mel_bins")
+    assert_defaults_match(hf_ast, transformers.ASTConfig(), fe, ours, keys)
     assert (ours.mean, ours.std) == (fe.mean, fe.std)
 
 
@@ -93,39 +86,32 @@ def test_defaults_match_transformers():
 def test_logits_match_transformers(build, variant, length):
     model, fe, _, jm = build(variant)
     clips = waveforms(3, length, seed=length)
-    ref = _torch_logits(model, fe, clips)
-    got = np.asarray(jm(clips))
-    np.testing.assert_allclose(got, ref, atol=1e-4, rtol=0)
-    np.testing.assert_array_equal(got.argmax(-1), ref.argmax(-1))
+    assert_logits_agree(jm(clips), _torch_logits(model, fe, clips))
     assert jm.labels == tuple(model.config.id2label[i] for i in range(len(jm.labels)))
     assert jm.sample_rate == 16000 and jm.input.length is None and jm.arch == "ast"
 
 
 def test_hidden_states_match_per_layer(converted):
     model, fe, _, jm = converted
-    graphdef = nnx.graphdef(nnx.eval_shape(lambda: AST(ASTConfig.from_dict(jm.config), nnx.Rngs(0))))
-    states = jax.jit(lambda p, f: nnx.merge(graphdef, p).hidden_states(f))
     feats = fe(list(waveforms(2, 12000)), sampling_rate=16000, return_tensors="pt")["input_values"]
     with torch.no_grad():
         ref = model(feats, output_hidden_states=True).hidden_states
     assert len(ref) == model.config.num_hidden_layers + 1
-    assert_hidden_states_agree(states(jm.params, jnp.asarray(feats.numpy())), ref)
+    assert_hidden_states_agree(jsuff_hidden_states(AST, ASTConfig, jm, feats), ref)
 
 
 def test_bin_checkpoint_with_transformers5_names(tmp_path):
     model, fe = _reference("base", seed=1)
-    folder = save_folder(model, fe, tmp_path / "hf", weights="bin")
-    jm = converters.convert(folder, None, arch="ast")
+    jm = convert_bin_folder(model, fe, tmp_path / "hf", "ast")
     clips = waveforms(2, 8000, seed=5)
-    np.testing.assert_allclose(np.asarray(jm(clips)), _torch_logits(model, fe, clips), atol=1e-4, rtol=0)
+    assert_logits_agree(jm(clips), _torch_logits(model, fe, clips))
 
 
 def test_json_defaults_applied_and_config_override(build, tmp_path):
     _, _, folder, jm = build("base")
-    bare = copy_folder(folder, tmp_path / "bare")
-    gone = strip_defaults(bare, hf_ast.CONFIG_DEFAULTS, hf_ast.EXTRACTOR_DEFAULTS)
+    gone, bare = convert_without_defaults(folder, tmp_path / "bare", hf_ast)
     assert {"hidden_act", "layer_norm_eps", "qkv_bias", "sampling_rate", "do_normalize"} <= set(gone)
-    assert converters.convert(bare, None).config == jm.config
+    assert bare.config == jm.config
     override = tmp_path / "config.json"
     override.write_text((folder / "config.json").read_text())
     edit_json(override, id2label={"0": "w", "1": "x", "2": "y", "3": "z"})

@@ -12,7 +12,8 @@ import torch  # noqa: E402
 
 from converters import ConversionError, convert  # noqa: E402
 from jsuff.models import ModelError  # noqa: E402
-from jsuff.models._detectors import frames_fn, mel_filters, parse_config, sliding_min  # noqa: E402
+from jsuff.models._detectors import frames_fn, mel_filters, sliding_min  # noqa: E402
+from jsuff.models._family import parse_config  # noqa: E402
 from jsuff.models.javad import VARIANTS, JavadConfig  # noqa: E402
 
 # Clip lengths per variant: 1.5 windows or more, so the last window is zero-padded.

@@ -1,29 +1,26 @@
 """Whisper encoder classifier: tiny random transformers models -> converters.convert -> same logits."""
 
-import jax
-import jax.numpy as jnp
-import numpy as np
 import pytest
-from flax import nnx
 
 transformers = pytest.importorskip("transformers")
 torch = pytest.importorskip("torch")
 
-import converters  # noqa: E402
 from converters import hf_whisper  # noqa: E402
 from jsuff.models.whisper import Whisper, WhisperConfig  # noqa: E402
 from tests.hf_tiny import (  # noqa: E402
     assert_bad_folder_refused,
     assert_batch_vmap_loop_agree,
+    assert_defaults_match,
     assert_hidden_states_agree,
+    assert_logits_agree,
     builder,
-    copy_folder,
+    convert_bin_folder,
+    convert_without_defaults,
     drop_tensor,
+    jsuff_hidden_states,
     put_tensor,
     randomize_,
-    save_folder,
     set_json,
-    strip_defaults,
     truncate_weights,
     waveforms,
 )
@@ -71,15 +68,9 @@ def _torch_logits(model, fe, clips):
 
 
 def test_defaults_match_transformers():
-    hf = transformers.WhisperConfig()
-    for k, v in hf_whisper.CONFIG_DEFAULTS.items():
-        assert getattr(hf, k) == v, k
-    fe = transformers.WhisperFeatureExtractor()
-    for k, v in hf_whisper.EXTRACTOR_DEFAULTS.items():
-        assert getattr(fe, k) == v, k
-    ours = WhisperConfig()
-    for k in ("d_model", "encoder_layers", "max_source_positions", "num_mel_bins", "classifier_proj_size"):
-        assert getattr(ours, k) == hf_whisper.CONFIG_DEFAULTS[k], k
+    fe, ours = transformers.WhisperFeatureExtractor(), WhisperConfig()
+    keys = ("d_model", "encoder_layers", "max_source_positions", "num_mel_bins", "classifier_proj_size")
+    assert_defaults_match(hf_whisper, transformers.WhisperConfig(), fe, ours, keys)
     assert ours.n_samples == fe.n_samples and ours.log_mel.n_frames == fe.nb_max_frames
 
 
@@ -87,10 +78,7 @@ def test_defaults_match_transformers():
 def test_logits_match_transformers(build, variant, length):
     model, fe, _, jm = build(variant)
     clips = waveforms(3, length, seed=length)
-    ref = _torch_logits(model, fe, clips)
-    got = np.asarray(jm(clips))
-    np.testing.assert_allclose(got, ref, atol=1e-4, rtol=0)
-    np.testing.assert_array_equal(got.argmax(-1), ref.argmax(-1))
+    assert_logits_agree(jm(clips), _torch_logits(model, fe, clips))
     assert jm.labels == tuple(f"lang{i}" for i in range(model.config.num_labels))
     assert jm.sample_rate == 16000 and jm.input.length == fe.n_samples and jm.arch == "whisper"
 
@@ -98,29 +86,25 @@ def test_logits_match_transformers(build, variant, length):
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_hidden_states_match_per_layer(build, variant):
     model, fe, _, jm = build(variant)
-    graphdef = nnx.graphdef(nnx.eval_shape(lambda: Whisper(WhisperConfig.from_dict(jm.config), nnx.Rngs(0))))
-    states = jax.jit(lambda p, f: nnx.merge(graphdef, p).hidden_states(f))
     feats = _features(fe, waveforms(2, 16000, seed=2))
     with torch.no_grad():
         ref = model.encoder(feats, output_hidden_states=True).hidden_states
     assert len(ref) == model.config.encoder_layers + 1
-    assert_hidden_states_agree(states(jm.params, jnp.asarray(feats.numpy())), ref)
+    assert_hidden_states_agree(jsuff_hidden_states(Whisper, WhisperConfig, jm, feats), ref)
 
 
 def test_bin_checkpoint(tmp_path):
     model, fe = _reference("base", seed=1)
-    folder = save_folder(model, fe, tmp_path / "hf", weights="bin")
-    jm = converters.convert(folder, None, arch="whisper")
+    jm = convert_bin_folder(model, fe, tmp_path / "hf", "whisper")
     clips = waveforms(3, 8000, seed=5)
-    np.testing.assert_allclose(np.asarray(jm(clips)), _torch_logits(model, fe, clips), atol=1e-4, rtol=0)
+    assert_logits_agree(jm(clips), _torch_logits(model, fe, clips))
 
 
 def test_json_defaults_applied(build, tmp_path):
     _, _, folder, jm = build("base")
-    bare = copy_folder(folder, tmp_path / "bare")
-    gone = strip_defaults(bare, hf_whisper.CONFIG_DEFAULTS, hf_whisper.EXTRACTOR_DEFAULTS)
+    gone, bare = convert_without_defaults(folder, tmp_path / "bare", hf_whisper)
     assert {"num_mel_bins", "use_weighted_layer_sum", "activation_function", "n_fft"} <= set(gone)
-    assert converters.convert(bare, None).config == jm.config
+    assert bare.config == jm.config
 
 
 def test_jit_and_vmap(build):

@@ -1,7 +1,7 @@
 """Pieces shared by the ports of real pretrained detectors (silero, javad, pulsevad, crepe).
 
-* :func:`parse_config`: a frozen config dataclass from a ``model.json`` dict, naming bad keys;
-* :func:`frame_signal`, :func:`hann_window`, :func:`mel_filters`: front-end DSP in JAX/NumPy;
+* :func:`mel_filters`: the detectors' float32 mel filters (framing, windowing and the filter
+  maths are :mod:`jsuff.models.logmel`'s);
 * :func:`speech_logits`: the 2-class clip logits of a frame-level voice activity detector;
 * :func:`module_of`, :func:`frames_fn`: reach a converted model's ``frames`` method (the
   frame-level outputs that parity tests compare) as a pure, jittable function.
@@ -18,10 +18,9 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -29,89 +28,14 @@ import numpy as np
 from flax import nnx
 
 from jsuff.models.base import Model, ModelError, get_architecture
-
-T = TypeVar("T")
+from jsuff.models.logmel import mel_filter_bank
 
 VAD_LABELS = ("no_speech", "speech")
-
-
-def parse_config(cls: type[T], config: Mapping[str, Any], *, arch: str) -> T:
-    """Build the frozen dataclass ``cls`` from ``config``; unknown keys are an error.
-
-    JSON lists become tuples so the config stays hashable.
-
-    Example:
-        >>> @dataclasses.dataclass(frozen=True)
-        ... class C:
-        ...     k: tuple = (1,)
-        >>> parse_config(C, {"k": [2, [3]]}, arch="toy")
-        C(k=(2, (3,)))
-    """
-    if not isinstance(config, Mapping):
-        raise ModelError(f"{arch} config must be a mapping, got {type(config).__name__}")
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(config) - names)
-    if unknown:
-        raise ModelError(f"{arch} config has unknown keys {unknown}; known: {sorted(names)}")
-
-    def frozen(v: Any) -> Any:
-        return tuple(frozen(e) for e in v) if isinstance(v, (list, tuple)) else v
-
-    return cls(**{k: frozen(v) for k, v in config.items()})
 
 
 # ----------------------------------------------------------------------------------------------
 # Front-end DSP
 # ----------------------------------------------------------------------------------------------
-
-
-def frame_signal(x: jax.Array, frame_length: int, hop: int, num_frames: int) -> jax.Array:
-    """Frames ``x[..., i * hop : i * hop + frame_length]`` for ``i < num_frames``.
-
-    Built from ``ceil(frame_length / hop)`` static slices of a ``[..., blocks, hop]`` reshape, so
-    the compiled program holds no index table however long the clip. ``x`` is zero-padded at
-    the end when the last frame runs past it.
-
-    Example:
-        >>> frame_signal(jnp.arange(7.0), 3, 2, 3).tolist()
-        [[0.0, 1.0, 2.0], [2.0, 3.0, 4.0], [4.0, 5.0, 6.0]]
-    """
-    per = -(-frame_length // hop)
-    blocks = num_frames + per - 1
-    need = blocks * hop
-    t = x.shape[-1]
-    pad = [(0, 0)] * (x.ndim - 1) + [(0, max(0, need - t))]
-    x = jnp.pad(x, pad)[..., :need].reshape(*x.shape[:-1], blocks, hop)
-    parts = [x[..., j : j + num_frames, :] for j in range(per)]
-    return jnp.concatenate(parts, axis=-1)[..., :frame_length]
-
-
-def hann_window(n: int) -> np.ndarray:
-    """Periodic Hann window (``torch.hann_window(n)``), float32."""
-    return (0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n) / n)).astype(np.float32)
-
-
-def windowed(frames: jax.Array) -> jax.Array:
-    """``frames[..., n]`` times a periodic Hann window of ``n`` (explicit broadcast: strict ranks)."""
-    n = frames.shape[-1]
-    return frames * hann_window(n).reshape((1,) * (frames.ndim - 1) + (n,))
-
-
-def _hz_to_mel(f: np.ndarray, scale: str) -> np.ndarray:
-    if scale == "htk":
-        return 2595.0 * np.log10(1.0 + f / 700.0)
-    # Slaney: linear below 1 kHz (200/3 Hz per mel), logarithmic above.
-    lin = f / (200.0 / 3.0)
-    log = 15.0 + np.log(np.maximum(f, 1000.0) / 1000.0) / (np.log(6.4) / 27.0)
-    return np.where(f >= 1000.0, log, lin)
-
-
-def _mel_to_hz(m: np.ndarray, scale: str) -> np.ndarray:
-    if scale == "htk":
-        return 700.0 * (10.0 ** (m / 2595.0) - 1.0)
-    lin = m * (200.0 / 3.0)
-    log = 1000.0 * np.exp((np.log(6.4) / 27.0) * (m - 15.0))
-    return np.where(m >= 15.0, log, lin)
 
 
 @functools.lru_cache(maxsize=16)
@@ -131,14 +55,11 @@ def mel_filters(
     """
     if scale not in ("htk", "slaney"):
         raise ModelError(f"mel scale must be 'htk' or 'slaney', got {scale!r}")
-    freqs = np.linspace(0.0, sample_rate / 2.0, n_fft // 2 + 1)
-    lo, hi = _hz_to_mel(np.float64(fmin), scale), _hz_to_mel(np.float64(fmax), scale)
-    edges = _mel_to_hz(np.linspace(lo, hi, n_mels + 2), scale)
-    lower, centre, upper = edges[:-2], edges[1:-1], edges[2:]
-    rise = (freqs[:, None] - lower) / (centre - lower)
-    fall = (upper - freqs[:, None]) / (upper - centre)
-    tri = np.maximum(0.0, np.minimum(rise, fall))
-    out = (tri * (2.0 / (upper - lower))).astype(np.float32)
+    fb = mel_filter_bank(
+        n_fft // 2 + 1, n_mels, float(fmin), float(fmax), sample_rate,
+        norm="slaney", mel_scale=scale, top_bin_hz=sample_rate / 2.0,
+    )
+    out = fb.astype(np.float32)
     out.flags.writeable = False
     return out
 

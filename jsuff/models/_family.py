@@ -1,4 +1,4 @@
-"""Helpers the AASIST, RawNet2 and mel-CNN family modules share.
+"""Helpers the family modules share (AASIST, RawNet2, mel-CNN and the detector ports).
 
 * :func:`parse_config`: frozen, hashable config dataclasses from the JSON dicts that
   ``model.json`` and converters carry, with every missing and unknown key named at once;

@@ -39,7 +39,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jsuff.models._detectors import frame_signal, parse_config
+from jsuff.models._family import parse_config
+from jsuff.models.logmel import frame_signal
 from jsuff.models.base import Architecture, ModelError, register
 
 SAMPLE_RATE = 16000

@@ -46,7 +46,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jsuff.models._detectors import frame_signal, mel_filters, parse_config, sliding_min, speech_logits, windowed
+from jsuff.models._detectors import mel_filters, sliding_min, speech_logits
+from jsuff.models._family import parse_config
+from jsuff.models.logmel import frame_signal, windowed
 from jsuff.models.base import Architecture, ModelError, register
 
 SAMPLE_RATE = 16000

@@ -14,7 +14,8 @@ is what runs wherever torch is installed, and which its NumPy path matches to ab
 :func:`mel_filter_bank` builds the filter matrices in NumPy float64 (HTK, Slaney or Kaldi mel
 scales; triangles in Hz or in mel space; optional Slaney area normalisation); they are constants of
 the traced computation, not parameters. :func:`frame_signal` cuts overlapping frames with static
-slices and reshapes, so no gather index table is baked into the compiled program.
+slices and reshapes, so no gather index table is baked into the compiled program; :func:`windowed`
+applies a periodic Hann window to them.
 
 Example:
     >>> import jax.numpy as jnp
@@ -45,6 +46,7 @@ __all__ = [
     "power_spectrum",
     "whisper_log_mel",
     "window",
+    "windowed",
 ]
 
 _MEL_SCALES = ("htk", "slaney", "kaldi")
@@ -105,6 +107,7 @@ def mel_filter_bank(
     norm: str | None = None,
     mel_scale: str = "htk",
     triangularize_in_mel_space: bool = False,
+    top_bin_hz: float | None = None,
 ) -> np.ndarray:
     """Triangular mel filters as a ``[num_frequency_bins, num_mel_filters]`` float64 matrix.
 
@@ -123,6 +126,9 @@ def mel_filter_bank(
         mel_scale: ``"htk"``, ``"slaney"`` or ``"kaldi"``.
         triangularize_in_mel_space: build the triangles on the mel axis (Kaldi / torchaudio's
             ``compliance.kaldi``) instead of the Hz axis (librosa, Whisper).
+        top_bin_hz: for triangles on the Hz axis, the frequency of the last FFT bin; ``None`` is
+            ``sample_rate // 2`` as transformers lays the grid out (melcnn and the detector ports
+            use ``sample_rate / 2``; the two differ only for odd rates).
 
     Returns:
         A read-only float64 array; cast it to the compute dtype at the point of use.
@@ -147,8 +153,9 @@ def mel_filter_bank(
     if triangularize_in_mel_space:
         points, edges = hz_to_mel(bins_hz, mel_scale), edges_mel
     else:
-        # The Hz grid as HF/librosa lay it out: evenly from 0 to the integer Nyquist.
-        points, edges = np.linspace(0.0, sample_rate // 2, num_frequency_bins), edges_hz
+        # The Hz grid as HF lays it out: evenly from 0 to the integer Nyquist (unless told otherwise).
+        top = sample_rate // 2 if top_bin_hz is None else top_bin_hz
+        points, edges = np.linspace(0.0, top, num_frequency_bins), edges_hz
     lower, centre, upper = edges[:-2], edges[1:-1], edges[2:]
     rising = (points[:, None] - lower) / (centre - lower)
     falling = (upper - points[:, None]) / (upper - centre)
@@ -189,18 +196,24 @@ def window(name: str, length: int, *, periodic: bool) -> np.ndarray:
     return w
 
 
-def frame_signal(x: jax.Array, frame_length: int, hop: int) -> jax.Array:
-    """Overlapping frames ``[..., n, frame_length]`` of ``x[..., T]``, ``n = 1 + (T - frame_length) // hop``.
+def frame_signal(x: jax.Array, frame_length: int, hop: int, num_frames: int | None = None) -> jax.Array:
+    """Overlapping frames ``x[..., i * hop : i * hop + frame_length]``, ``[..., n, frame_length]``.
 
-    Frames start at ``0, hop, 2 hop ...`` and only whole frames are kept (Kaldi's ``snip_edges``).
-    Built from ``ceil(frame_length / hop)`` shifted reshapes instead of a gather.
+    By default only whole frames are kept (Kaldi's ``snip_edges``): ``n = 1 + (T - frame_length)
+    // hop``. With ``num_frames`` there are exactly that many, and ``x`` is zero-padded at the end
+    where the last ones run past it. Built from ``ceil(frame_length / hop)`` shifted reshapes
+    instead of a gather, so the compiled program holds no index table however long the clip.
 
     Example:
         >>> frame_signal(jnp.arange(7.0), 4, 2).tolist()
         [[0.0, 1.0, 2.0, 3.0], [2.0, 3.0, 4.0, 5.0]]
+        >>> frame_signal(jnp.arange(7.0), 3, 2, 3).tolist()
+        [[0.0, 1.0, 2.0], [2.0, 3.0, 4.0], [4.0, 5.0, 6.0]]
     """
     t = x.shape[-1]
-    n = 1 + (t - frame_length) // hop if t >= frame_length else 0
+    if num_frames is None:
+        num_frames = 1 + (t - frame_length) // hop if t >= frame_length else 0
+    n = num_frames
     if n == 0:
         return jnp.zeros((*x.shape[:-1], 0, frame_length), x.dtype)
     shifts = -(-frame_length // hop)
@@ -209,6 +222,18 @@ def frame_signal(x: jax.Array, frame_length: int, hop: int) -> jax.Array:
     chunks = jnp.pad(x, pad)[..., :need].reshape(*x.shape[:-1], n + shifts - 1, hop)
     frames = jnp.concatenate([chunks[..., j : j + n, :] for j in range(shifts)], axis=-1)
     return frames[..., :frame_length]
+
+
+def windowed(frames: jax.Array) -> jax.Array:
+    """``frames[..., n]`` times a periodic Hann window of ``n`` (``torch.hann_window(n)``), float32.
+
+    Example:
+        >>> windowed(jnp.ones((1, 4))).tolist()
+        [[0.0, 0.5, 1.0, 0.5]]
+    """
+    n = frames.shape[-1]
+    hann = window("hann", n, periodic=True).astype(np.float32)
+    return frames * hann.reshape((1,) * (frames.ndim - 1) + (n,))  # explicit broadcast: strict ranks
 
 
 def power_spectrum(frames: jax.Array, n_fft: int) -> jax.Array:

@@ -65,6 +65,7 @@ from flax import nnx
 
 from jsuff.models._family import config_to_json, init_rngs, parse_config
 from jsuff.models.base import Architecture, InputPolicy, register
+from jsuff.models.logmel import frame_signal, mel_filter_bank, windowed
 
 ARCH = "melcnn"
 _POOLINGS = ("mean", "max")
@@ -136,24 +137,13 @@ class MelCnnConfig:
 # ----------------------------------------------------------------------------------------------
 
 
-def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
-    return 2595.0 * np.log10(1.0 + np.asarray(hz, np.float64) / 700.0)
-
-
-def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
-    return 700.0 * (10.0 ** (np.asarray(mel, np.float64) / 2595.0) - 1.0)
-
-
 @functools.lru_cache(maxsize=16)
 def _filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
-    freqs = np.linspace(0.0, sample_rate / 2, n_fft // 2 + 1)
-    edges = _mel_to_hz(np.linspace(_hz_to_mel(fmin), _hz_to_mel(fmax), n_mels + 2))
-    lo, centre, hi = edges[:-2], edges[1:-1], edges[2:]
-    rising = (freqs[:, None] - lo[None, :]) / (centre - lo)[None, :]
-    falling = (hi[None, :] - freqs[:, None]) / (hi - centre)[None, :]
-    fb = np.maximum(0.0, np.minimum(rising, falling)).astype(np.float32)
-    fb.flags.writeable = False
-    return fb
+    # The FFT grid runs to sample_rate / 2 exactly (not the integer Nyquist) for odd rates too.
+    fb = mel_filter_bank(n_fft // 2 + 1, n_mels, fmin, fmax, sample_rate, top_bin_hz=sample_rate / 2)
+    out = fb.astype(np.float32)
+    out.flags.writeable = False
+    return out
 
 
 def mel_filterbank(
@@ -173,11 +163,6 @@ def mel_filterbank(
     return _filterbank(int(sample_rate), int(n_fft), int(n_mels), float(fmin), float(top))
 
 
-def _hann_periodic(n: int) -> np.ndarray:
-    # torch.hann_window(n) is periodic: the n-point window of an (n + 1)-point symmetric one.
-    return (0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n) / n)).astype(np.float32)
-
-
 def power_spectrogram(waveforms: jax.Array, n_fft: int, hop: int) -> jax.Array:
     """Centred, reflect-padded, Hann-windowed STFT power ``[B, 1 + T // hop, n_fft // 2 + 1]``.
 
@@ -191,10 +176,7 @@ def power_spectrogram(waveforms: jax.Array, n_fft: int, hop: int) -> jax.Array:
             f"clip of {waveforms.shape[-1]} samples is too short for n_fft={n_fft} (reflect padding)"
         )
     x = jnp.pad(waveforms, ((0, 0), (pad, pad)), mode="reflect")
-    n_frames = 1 + (x.shape[-1] - n_fft) // hop
-    idx = np.arange(n_frames)[:, None] * hop + np.arange(n_fft)[None, :]
-    frames = x[:, idx] * _hann_periodic(n_fft)[None, None, :]
-    spec = jnp.fft.rfft(frames, axis=-1)
+    spec = jnp.fft.rfft(windowed(frame_signal(x, n_fft, hop)), axis=-1)
     return jnp.real(spec) ** 2 + jnp.imag(spec) ** 2
 
 

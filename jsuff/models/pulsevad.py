@@ -41,7 +41,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jsuff.models._detectors import frame_signal, mel_filters, parse_config, speech_logits, windowed
+from jsuff.models._detectors import mel_filters, speech_logits
+from jsuff.models._family import parse_config
+from jsuff.models.logmel import frame_signal, windowed
 from jsuff.models.base import Architecture, ModelError, register
 
 SAMPLE_RATE = 16000

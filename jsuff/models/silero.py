@@ -40,7 +40,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jsuff.models._detectors import parse_config, speech_logits
+from jsuff.models._detectors import speech_logits
+from jsuff.models._family import parse_config
 from jsuff.models.base import Architecture, ModelError, register
 
 SAMPLE_RATE = 16000

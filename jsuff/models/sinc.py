@@ -39,16 +39,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jsuff.models.logmel import hz_to_mel, mel_to_hz
+
 # The reference derives the band edges from the bins of a 512-point FFT grid.
 _NFFT = 512
-
-
-def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
-    return 2595.0 * np.log10(1.0 + hz / 700.0)
-
-
-def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
-    return 700.0 * (10.0 ** (mel / 2595.0) - 1.0)
 
 
 def odd_kernel_size(kernel_size: int) -> int:
@@ -59,8 +53,8 @@ def odd_kernel_size(kernel_size: int) -> int:
 def mel_band_edges(out_channels: int, sample_rate: int) -> np.ndarray:
     """``out_channels + 1`` band edges in Hz, equally spaced in mel from 0 Hz to Nyquist (float64)."""
     grid = int(sample_rate / 2) * np.linspace(0.0, 1.0, _NFFT // 2 + 1)
-    mel = _hz_to_mel(grid)
-    return _mel_to_hz(np.linspace(mel.min(), mel.max(), out_channels + 1))
+    mel = hz_to_mel(grid, "htk")
+    return mel_to_hz(np.linspace(mel.min(), mel.max(), out_channels + 1), "htk")
 
 
 @functools.lru_cache(maxsize=16)
