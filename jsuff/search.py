@@ -33,7 +33,8 @@ synthesises them with ``vmap(domain.synthesize)`` and classifies them with one
 ``apply(params, waveforms[B, T])`` per chunk (the padding of the last chunk is computed and thrown
 away). With ``linear_synthesis`` (the default, ``max_batch >= 14``) a chunk is whole refinements:
 synthesis is affine in the mask, so a refinement's 14 mutants are sums of 5 syntheses (the box's
-surroundings and its 4 children), which cuts the inverse transforms per candidate from 1 to 5/14. ``_advance`` credits and picks the next jobs; it never sees the model, so it compiles once
+surroundings and its 4 children), which cuts the inverse transforms per candidate from 1 to 5/14.
+``_advance`` credits and picks the next jobs; it never sees the model, so it compiles once
 per shape and is shared by all models. Nothing is quadratic in the grid: a chunk costs
 ``max_batch x grid``. Credits are integers (6/|A| in units of 1/6) added at the corners of each
 child box in a per-clip 2-D difference array and integrated once at the end, so maps are exact,
@@ -453,6 +454,36 @@ def _propose(
     return _Proposal(kids, valid, order, flat.sum(dtype=jnp.int32))
 
 
+def _in_chunks(
+    order: jax.Array,
+    count: jax.Array,
+    size: int,
+    width: int,
+    classify: Callable[[jax.Array], tuple[jax.Array, jax.Array]],
+) -> tuple[jax.Array, jax.Array]:
+    """Labels and confidences ``[len(order) * width]`` of the first ``count`` units of ``order``
+    (the valid ones, sorted first), ``size`` units per ``classify(ids[size])`` call in a
+    ``lax.while_loop``; unit ``i`` owns outputs ``i * width .. i * width + width - 1`` (traced).
+    Units never evaluated keep label 0 and confidence 0."""
+    units = order.shape[0]
+    total = units * width
+    chunks = -(-units // size)
+    order = jnp.concatenate([order, jnp.zeros(chunks * size - units, jnp.int32)])
+
+    def chunk(carry: tuple[jax.Array, jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array, jax.Array]:
+        k, pred, conf = carry
+        ids = jax.lax.dynamic_slice(order, (k * size,), (size,))
+        real = k * size + jnp.arange(size, dtype=jnp.int32) < count
+        p, q = classify(ids)
+        slot = ids[:, None] * width + jnp.arange(width, dtype=jnp.int32)[None, :]
+        pos = jnp.where(real[:, None], slot, total).reshape(-1)  # padding writes to a discarded slot
+        return k + 1, pred.at[pos].set(p), conf.at[pos].set(q)
+
+    init = (jnp.int32(0), jnp.zeros(total + 1, jnp.int32), jnp.zeros(total + 1, jnp.float32))
+    _, pred, conf = jax.lax.while_loop(lambda cr: cr[0] * size < count, chunk, init)
+    return pred[:total], conf[:total]
+
+
 @functools.partial(
     jax.jit, static_argnames=(
         "apply_fn", "domain", "grid", "batch", "mesh", "axis", "min_box_size", "compute_dtype", "linear"
@@ -494,15 +525,9 @@ def _evaluate(
             refinements=refinements, mesh=mesh, axis=axis, compute_dtype=compute_dtype,
         )
         return prop, pred, conf
-    total = n * iters * slots * m
-    chunks = -(-total // batch)
-    order = jnp.concatenate([prop.order, jnp.zeros(chunks * batch - total, jnp.int32)])
     bits_table = jnp.asarray(_BITS)
 
-    def chunk(carry: tuple[jax.Array, jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array, jax.Array]:
-        k, pred, conf = carry
-        ids = jax.lax.dynamic_slice(order, (k * batch,), (batch,))
-        real = k * batch + jnp.arange(batch, dtype=jnp.int32) < prop.count
+    def classify(ids: jax.Array) -> tuple[jax.Array, jax.Array]:
         ci, rest = jnp.divmod(ids, iters * slots * m)
         ii, rest = jnp.divmod(rest, slots * m)
         bi, si = jnp.divmod(rest, m)
@@ -510,13 +535,10 @@ def _evaluate(
         logits = masked_logits(
             apply_fn, params, domain, coeffs, ci, masks.reshape((batch, *grid)), mesh, axis, compute_dtype
         )
-        p, q = top1_and_confidence(logits, targets[ci])
-        pos = jnp.where(real, ids, total)  # padding writes to a discarded slot
-        return k + 1, pred.at[pos].set(p), conf.at[pos].set(q)
+        return top1_and_confidence(logits, targets[ci])
 
-    init = (jnp.int32(0), jnp.zeros(total + 1, jnp.int32), jnp.zeros(total + 1, jnp.float32))
-    _, pred, conf = jax.lax.while_loop(lambda cr: cr[0] * batch < prop.count, chunk, init)
-    return prop, pred[:total].reshape(n, iters, slots, m), conf[:total].reshape(n, iters, slots, m)
+    pred, conf = _in_chunks(prop.order, prop.count, batch, 1, classify)
+    return prop, pred.reshape(n, iters, slots, m), conf.reshape(n, iters, slots, m)
 
 
 def _evaluate_by_refinement(
@@ -547,21 +569,13 @@ def _evaluate_by_refinement(
     n, iters, slots, m = prop.valid.shape
     r, w = _grid2(grid)
     rb = refinements
-    total_refs = n * iters * slots
-    chunks = -(-total_refs // rb)
     valid = prop.valid[..., 0].reshape(-1)  # a refinement's 14 mutants are valid together
     order = jnp.argsort(~valid, stable=True).astype(jnp.int32)
-    order = jnp.concatenate([order, jnp.zeros(chunks * rb - total_refs, jnp.int32)])
-    count = valid.sum(dtype=jnp.int32)
     silence = jax.vmap(domain.synthesize)(coeffs, jnp.zeros((n, *grid), bool))  # s(0) per clip
     bits = jnp.asarray(_BITS, jnp.float32)  # [14, 4]
     in_box = jax.vmap(functools.partial(_in_box, shape=(r, w)))
-    total = total_refs * m
 
-    def chunk(carry: tuple[jax.Array, jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array, jax.Array]:
-        k, pred, conf = carry
-        ids = jax.lax.dynamic_slice(order, (k * rb,), (rb,))
-        real = k * rb + jnp.arange(rb, dtype=jnp.int32) < count
+    def classify(ids: jax.Array) -> tuple[jax.Array, jax.Array]:
         ci, rest = jnp.divmod(ids, iters * slots)
         ii, bi = jnp.divmod(rest, slots)
         base = parent[ci, ii] & ~in_box(boxes[ci, ii, bi])  # [rb, R, W]
@@ -574,14 +588,10 @@ def _evaluate_by_refinement(
         waves = parts[:, :1] + jnp.einsum("sj,rjt->rst", bits, deltas)  # [rb, 14, T]
         waves = constrain(waves.reshape(rb * m, -1), mesh, axis)
         logits = model_logits(apply_fn, params, waves, compute_dtype)
-        p, q = top1_and_confidence(logits, jnp.repeat(targets[ci], m))
-        slot = ids[:, None] * m + jnp.arange(m, dtype=jnp.int32)[None, :]
-        pos = jnp.where(real[:, None], slot, total).reshape(-1)  # padding writes to a discarded slot
-        return k + 1, pred.at[pos].set(p), conf.at[pos].set(q)
+        return top1_and_confidence(logits, jnp.repeat(targets[ci], m))
 
-    init = (jnp.int32(0), jnp.zeros(total + 1, jnp.int32), jnp.zeros(total + 1, jnp.float32))
-    _, pred, conf = jax.lax.while_loop(lambda cr: cr[0] * rb < count, chunk, init)
-    return pred[:total].reshape(n, iters, slots, m), conf[:total].reshape(n, iters, slots, m)
+    pred, conf = _in_chunks(order, valid.sum(dtype=jnp.int32), rb, m, classify)
+    return pred.reshape(n, iters, slots, m), conf.reshape(n, iters, slots, m)
 
 
 @functools.partial(jax.jit, static_argnames=("target_only",))

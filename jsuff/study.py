@@ -395,6 +395,10 @@ def save_npz(path: Path, **arrays: Any) -> None:
     _atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
+def _identical(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.dtype == b.dtype and np.array_equal(a, b, equal_nan=a.dtype.kind in "fc")
+
+
 def save_npz_if_changed(path: Path, **arrays: Any) -> bool:
     """Write ``arrays`` unless ``path`` already holds exactly them (same names, dtypes, values), so a
     resumed run that recomputes a derived file leaves it untouched. Returns whether it wrote."""
@@ -404,8 +408,7 @@ def save_npz_if_changed(path: Path, **arrays: Any) -> bool:
         except (OSError, ValueError, EOFError, zipfile.BadZipFile):  # unreadable: rewrite it
             old = None
         if old is not None and old.keys() == arrays.keys() and all(
-            old[k].dtype == np.asarray(v).dtype and np.array_equal(old[k], np.asarray(v), equal_nan=old[k].dtype.kind in "fc")
-            for k, v in arrays.items()
+            _identical(old[k], np.asarray(v)) for k, v in arrays.items()
         ):
             return False
     save_npz(path, **arrays)
@@ -634,7 +637,9 @@ def run_study(
         queries=np.stack([pm["queries"] for pm in per_model]),
         trivial=np.stack([pm["empty_is_target"] for pm in per_model]),
     )
-    save_npz_if_changed(out_dir / "arrays.npz", **{k: np.asarray(v) for k, v in dataclasses.asdict(arrays).items()})
+    save_npz_if_changed(
+        out_dir / "arrays.npz", **{k: np.asarray(v) for k, v in dataclasses.asdict(arrays).items()}
+    )
 
     # 5. statistics
     write_tables(arrays, out_dir / "tables", cfg)
