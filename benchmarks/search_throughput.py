@@ -81,9 +81,30 @@ def bands_mlp(params: dict, x: jax.Array) -> jax.Array:
     return jax.nn.relu(feats @ params["w1"]) @ params["w2"]
 
 
+def init_raw(key: jax.Array, channels: tuple[int, ...] = (16, 32)) -> dict:
+    """He-initialised 1-D conv stack on the raw waveform + linear head."""
+    k = jax.random.split(key, 3)
+    return {
+        "conv0": jax.random.normal(k[0], (64, 1, channels[0])) * np.sqrt(2.0 / 64),
+        "conv1": jax.random.normal(k[1], (8, channels[0], channels[1])) * np.sqrt(2.0 / (8 * channels[0])),
+        "head": jax.random.normal(k[2], (channels[1], CLASSES)) * np.sqrt(1.0 / channels[1]),
+    }
+
+
+def raw_cnn(params: dict, x: jax.Array) -> jax.Array:
+    """waveforms [B, T] -> logits: conv 64 taps stride 16 -> conv 8 taps stride 4 -> log-energy pool -> linear
+    (a small raw-waveform front end, as RawNet-style detectors have)."""
+    h = x[:, :, None]  # NWC
+    for name, stride in (("conv0", 16), ("conv1", 4)):
+        h = jax.lax.conv_general_dilated(h, params[name], (stride,), "VALID", dimension_numbers=("NWC", "WIO", "NWC"))
+        h = jax.nn.relu(h)
+    return jnp.log(jnp.mean(h * h, axis=1) + 1e-6) @ params["head"]
+
+
 MODELS = {
     "cnn": (cnn, init_cnn, "3-layer CNN on log|STFT| (n_fft 512, hop 256), 10 classes"),
     "mlp": (bands_mlp, init_bands, "2-layer MLP on 64 log band magnitudes of the rfft, 10 classes"),
+    "raw": (raw_cnn, init_raw, "2-layer strided 1-D CNN on the raw waveform (16, 32 channels), 10 classes"),
 }
 
 
