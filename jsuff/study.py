@@ -41,9 +41,7 @@ import hashlib
 import io
 import json
 import math
-import os
 import sys
-import tempfile
 import time
 import tomllib
 import zipfile
@@ -55,6 +53,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jsuff._files import atomic_write, write_text
 from jsuff.audio import AudioError, load_audio, resample
 from jsuff.domains import get_domain
 from jsuff.explain import Explanation, explain_many
@@ -377,22 +376,8 @@ def _batched_apply(apply: Callable) -> Callable:
 # ----------------------------------------------------------------------------------------------
 
 
-def _atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_npz(path: Path, **arrays: Any) -> None:
-    _atomic_write(path, lambda f: np.savez(f, **arrays))
+    atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def _identical(a: np.ndarray, b: np.ndarray) -> bool:
@@ -416,7 +401,7 @@ def save_npz_if_changed(path: Path, **arrays: Any) -> bool:
 
 
 def save_text(path: Path, text: str) -> None:
-    _atomic_write(path, lambda f: f.write(text), mode="w")
+    write_text(path, text)
 
 
 def save_csv(path: Path, frame: Any) -> None:

@@ -27,11 +27,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from jsuff._files import write_json
 from jsuff.models.base import Model, ModelError, architectures, load_model, save_model
 from jsuff.zoo.data import CLASS_NAMES, Dataset, make_dataset
 from jsuff.zoo.train import train_model
@@ -165,13 +165,6 @@ def read_zoo_json(directory: str | os.PathLike | None = None) -> dict[str, Any]:
         raise ZooError(f"{path} is not valid JSON: {e}") from None
 
 
-def _write_json_atomic(path: Path, obj: Mapping[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
 def train_zoo(
     out: str | os.PathLike | None = None,
     *,
@@ -251,7 +244,7 @@ def train_zoo(
             **_versions(),
         }
         record["members"][m.name] = entry
-        _write_json_atomic(root / ZOO_JSON, record)  # after each member: a crash keeps the others
+        write_json(root / ZOO_JSON, record)  # after each member: a crash keeps the others
         trained[m.name] = entry
         say(f"{m.name}: test accuracy {entry['test_accuracy']:.3f} ({entry['train_seconds']} s)")
     return {"trained": trained, "skipped": skipped}
