@@ -34,6 +34,8 @@ synthesises them with ``vmap(domain.synthesize)`` and classifies them with one
 away). With ``linear_synthesis`` (the default, ``max_batch >= 14``) a chunk is whole refinements:
 synthesis is affine in the mask, so a refinement's 14 mutants are sums of 5 syntheses (the box's
 surroundings and its 4 children), which cuts the inverse transforms per candidate from 1 to 5/14.
+With a mesh, each chunk is split over one mesh axis and every device synthesises and classifies
+its own share under ``jax.shard_map`` (:func:`on_shards`); only labels and confidences cross devices.
 ``_advance`` credits and picks the next jobs; it never sees the model, so it compiles once
 per shape and is shared by all models. Nothing is quadratic in the grid: a chunk costs
 ``max_batch x grid``. Credits are integers (6/|A| in units of 1/6) added at the corners of each
@@ -77,9 +79,9 @@ __all__ = [
     "analyze_and_predict",
     "class_logits",
     "clip_keys",
-    "constrain",
     "device_batch",
     "masked_logits",
+    "on_shards",
     "predict",
     "resolve_axis",
     "responsibility_loop",
@@ -193,11 +195,22 @@ def class_logits(logits: jax.Array) -> jax.Array:
     return logits
 
 
-def constrain(x: jax.Array, mesh: Mesh | None, axis: str | None) -> jax.Array:
-    """Shard the leading (candidate) axis of ``x`` over ``mesh[axis]``; no-op without a mesh."""
+def on_shards(
+    fn: Callable[..., Any], mesh: Mesh | None, axis: str | None, replicated: tuple, sharded: tuple
+) -> Any:
+    """``fn(*replicated, *sharded)``, each device running it on its own share of the leading
+    (candidate) axis of every ``sharded`` array (``jax.shard_map``); outputs are concatenated
+    along that axis. Without a mesh, one plain call.
+
+    Per-candidate work (synthesis, the model's own FFTs) stays on its device. Left to the SPMD
+    partitioner, an FFT whose batch axis is sharded is all-gathered and computed whole on every
+    device, so more devices made the search slower. The leading axes must divide by the device
+    count of ``axis`` (see :func:`device_batch`).
+    """
     if mesh is None:
-        return x
-    return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, PartitionSpec(axis)))
+        return fn(*replicated, *sharded)
+    specs = (PartitionSpec(),) * len(replicated) + (PartitionSpec(axis),) * len(sharded)
+    return jax.shard_map(fn, mesh=mesh, in_specs=specs, out_specs=PartitionSpec(axis))(*replicated, *sharded)
 
 
 def cast_params(params: Any, compute_dtype: str) -> Any:
@@ -246,10 +259,12 @@ def masked_logits(
     ``coeffs`` is batched over clips; ``clip[B]`` picks each candidate's clip. Synthesis is float32;
     the model call runs in ``compute_dtype`` (see :func:`model_logits`).
     """
-    masks = constrain(masks, mesh, axis)
-    picked = jax.tree_util.tree_map(lambda a: a[clip], coeffs)
-    waves = constrain(jax.vmap(domain.synthesize)(picked, masks), mesh, axis)
-    return model_logits(apply_fn, params, waves, compute_dtype)
+
+    def local(params: Any, coeffs: Coefficients, clip: jax.Array, masks: jax.Array) -> jax.Array:
+        picked = jax.tree_util.tree_map(lambda a: a[clip], coeffs)
+        return model_logits(apply_fn, params, jax.vmap(domain.synthesize)(picked, masks), compute_dtype)
+
+    return on_shards(local, mesh, axis, (params, coeffs), (clip, masks))
 
 
 def top1_and_confidence(logits: jax.Array, targets: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -578,25 +593,29 @@ def _evaluate_by_refinement(
     silence = jax.vmap(domain.synthesize)(coeffs, jnp.zeros((n, *grid), bool))  # s(0) per clip
     in_box = jax.vmap(functools.partial(_in_box, shape=(r, w)))
 
-    def classify(ids: jax.Array) -> tuple[jax.Array, jax.Array]:
-        ci, rest = jnp.divmod(ids, iters * slots)
-        ii, bi = jnp.divmod(rest, slots)
-        base = parent[ci, ii] & ~in_box(boxes[ci, ii, bi])  # [rb, R, W]
-        kids = in_box(prop.kids[ci, ii, bi].reshape(rb * 4, 4)).reshape(rb, 4, r, w)
-        masks = jnp.concatenate([base[:, None], kids], axis=1).reshape((rb * 5, *grid))
-        masks = constrain(masks, mesh, axis)
+    def local(params: Any, coeffs: Coefficients, silence: jax.Array, ci: jax.Array, masks: jax.Array,
+              targets: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """pred/conf ``[b * 14]`` of ``b`` refinements, ``masks[b, 5, *grid]`` (one device's share)."""
+        b = ci.shape[0]
         picked = jax.tree_util.tree_map(lambda a: a[jnp.repeat(ci, 5)], coeffs)
-        parts = jax.vmap(domain.synthesize)(picked, masks).reshape(rb, 5, -1)
-        deltas = parts[:, 1:] - silence[ci][:, None]  # [rb, 4, T]: what each child adds
+        parts = jax.vmap(domain.synthesize)(picked, masks.reshape((b * 5, *grid))).reshape(b, 5, -1)
+        deltas = parts[:, 1:] - silence[ci][:, None]  # [b, 4, T]: what each child adds
         # the 14 sums as 3 gathers of children (the k-th child of each subset, masked where the
         # subset has fewer): one elementwise fusion; XLA's CPU dot for the [14, 4] x [4, T]
         # contraction, or a stack of 14 sums, costs as much as the syntheses themselves
         waves = parts[:, :1] + sum(
             jnp.where(_KTH_ON[None, :, k, None], deltas[:, _KTH[:, k]], 0.0) for k in range(3)
-        )  # [rb, 14, T]
-        waves = constrain(waves.reshape(rb * m, -1), mesh, axis)
-        logits = model_logits(apply_fn, params, waves, compute_dtype)
-        return top1_and_confidence(logits, jnp.repeat(targets[ci], m))
+        )  # [b, 14, T]
+        logits = model_logits(apply_fn, params, waves.reshape(b * m, -1), compute_dtype)
+        return top1_and_confidence(logits, jnp.repeat(targets, m))
+
+    def classify(ids: jax.Array) -> tuple[jax.Array, jax.Array]:
+        ci, rest = jnp.divmod(ids, iters * slots)
+        ii, bi = jnp.divmod(rest, slots)
+        base = parent[ci, ii] & ~in_box(boxes[ci, ii, bi])  # [rb, R, W]
+        kids = in_box(prop.kids[ci, ii, bi].reshape(rb * 4, 4)).reshape(rb, 4, r, w)
+        masks = jnp.concatenate([base[:, None], kids], axis=1).reshape((rb, 5, *grid))
+        return on_shards(local, mesh, axis, (params, coeffs, silence), (ci, masks, targets[ci]))
 
     pred, conf = _in_chunks(order, valid.sum(dtype=jnp.int32), rb, m, classify)
     return pred.reshape(n, iters, slots, m), conf.reshape(n, iters, slots, m)

@@ -59,7 +59,7 @@ from jsuff.domains import get_domain
 from jsuff.explain import Explanation, explain_many
 from jsuff.extract import ExtractConfig
 from jsuff.models.base import InputPolicy, Model, ModelError, fit_length, load_model
-from jsuff.search import SearchConfig, replicate
+from jsuff.search import SearchConfig, on_shards, replicate
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 
@@ -344,7 +344,7 @@ def predict_logits(
         return np.zeros((0, model.num_classes), np.float32)
     ndev = 1 if mesh is None else mesh.devices.size
     b = max(ndev, int(math.ceil(min(batch, n) / ndev)) * ndev)
-    fn = _batched_apply(model.apply)
+    fn = _batched_apply(model.apply, mesh)
     params = replicate(model.params, mesh)
     sharding = None
     if mesh is not None:
@@ -362,13 +362,16 @@ def predict_logits(
     return np.concatenate(out).astype(np.float32)
 
 
-_APPLY_CACHE: dict[int, Callable] = {}
+_APPLY_CACHE: dict[tuple[int, Any], Callable] = {}
 
 
-def _batched_apply(apply: Callable) -> Callable:
-    if id(apply) not in _APPLY_CACHE:
-        _APPLY_CACHE[id(apply)] = jax.jit(apply)
-    return _APPLY_CACHE[id(apply)]
+def _batched_apply(apply: Callable, mesh: jax.sharding.Mesh | None) -> Callable:
+    """``apply`` jitted; with a mesh, each device runs it on its own share of the batch
+    (:func:`jsuff.search.on_shards`: a model's FFTs are not gathered onto every device)."""
+    key = (id(apply), mesh)
+    if key not in _APPLY_CACHE:
+        _APPLY_CACHE[key] = jax.jit(lambda p, x: on_shards(apply, mesh, "batch", (p,), (x,)))
+    return _APPLY_CACHE[key]
 
 
 # ----------------------------------------------------------------------------------------------
