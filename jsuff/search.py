@@ -210,7 +210,11 @@ def on_shards(
     if mesh is None:
         return fn(*replicated, *sharded)
     specs = (PartitionSpec(),) * len(replicated) + (PartitionSpec(axis),) * len(sharded)
-    return jax.shard_map(fn, mesh=mesh, in_specs=specs, out_specs=PartitionSpec(axis))(*replicated, *sharded)
+    # check_vma=False: a model's own lax.scan starting from a fresh (unvarying) carry, as recurrent
+    # layers do, would fail shard_map's varying-axis type check; fn uses no collectives
+    return jax.shard_map(fn, mesh=mesh, in_specs=specs, out_specs=PartitionSpec(axis), check_vma=False)(
+        *replicated, *sharded
+    )
 
 
 def cast_params(params: Any, compute_dtype: str) -> Any:

@@ -234,6 +234,15 @@ def test_sharded_search_keeps_each_fft_on_its_device():
     assert f"c64[8,{T // 2 + 1}]" in hlo and "all-gather" not in hlo
     np.testing.assert_allclose(np.asarray(f(x)), np.abs(np.fft.rfft(np.ones((32, T)))), rtol=1e-5, atol=1e-3)
 
+    # a recurrent model: its scan starts from a fresh carry, as GRU/LSTM layers do
+    def recurrent(p, x):
+        h, _ = jax.lax.scan(lambda h, xt: (p * h + xt, None), jnp.zeros(x.shape[0]), x.T)
+        return jnp.stack([h, -h], axis=1)
+
+    xs = jax.random.normal(jax.random.key(0), (8, 16))
+    g = jax.jit(lambda x: search.on_shards(recurrent, mesh, "cand", (jnp.float32(0.5),), (x,)))
+    np.testing.assert_allclose(np.asarray(g(xs)), np.asarray(recurrent(0.5, xs)), rtol=1e-6)
+
 
 def test_inactive_clips_are_not_searched_and_targets_can_be_given():
     r = responsibility_maps(
