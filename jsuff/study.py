@@ -59,7 +59,7 @@ from jsuff.domains import get_domain
 from jsuff.explain import Explanation, explain_many
 from jsuff.extract import ExtractConfig
 from jsuff.models.base import InputPolicy, Model, ModelError, fit_length, load_model
-from jsuff.search import SearchConfig, on_shards, replicate
+from jsuff.search import SearchConfig, on_shards, replicate, resolve_axis
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 
@@ -344,11 +344,12 @@ def predict_logits(
         return np.zeros((0, model.num_classes), np.float32)
     ndev = 1 if mesh is None else mesh.devices.size
     b = max(ndev, int(math.ceil(min(batch, n) / ndev)) * ndev)
-    fn = _batched_apply(model.apply, mesh)
+    axis = resolve_axis(mesh, None)  # the mesh's first axis
+    fn = _batched_apply(model.apply, mesh, axis)
     params = replicate(model.params, mesh)
     sharding = None
     if mesh is not None:
-        sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch"))
+        sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(axis))
     out = []
     for s in range(0, n, b):
         chunk = waveforms[s : s + b]
@@ -362,15 +363,15 @@ def predict_logits(
     return np.concatenate(out).astype(np.float32)
 
 
-_APPLY_CACHE: dict[tuple[int, Any], Callable] = {}
+_APPLY_CACHE: dict[tuple[int, Any, str | None], Callable] = {}
 
 
-def _batched_apply(apply: Callable, mesh: jax.sharding.Mesh | None) -> Callable:
-    """``apply`` jitted; with a mesh, each device runs it on its own share of the batch
-    (:func:`jsuff.search.on_shards`: a model's FFTs are not gathered onto every device)."""
-    key = (id(apply), mesh)
+def _batched_apply(apply: Callable, mesh: jax.sharding.Mesh | None, axis: str | None) -> Callable:
+    """``apply`` jitted; with a mesh, each device runs it on its own share of the batch along
+    ``axis`` (:func:`jsuff.search.on_shards`: a model's FFTs are not gathered onto every device)."""
+    key = (id(apply), mesh, axis)
     if key not in _APPLY_CACHE:
-        _APPLY_CACHE[key] = jax.jit(lambda p, x: on_shards(apply, mesh, "batch", (p,), (x,)))
+        _APPLY_CACHE[key] = jax.jit(lambda p, x: on_shards(apply, mesh, axis, (p,), (x,)))
     return _APPLY_CACHE[key]
 
 
@@ -403,8 +404,7 @@ def save_npz_if_changed(path: Path, **arrays: Any) -> bool:
     return True
 
 
-def save_text(path: Path, text: str) -> None:
-    write_text(path, text)
+save_text = write_text  # the study's name for it (report.py imports it from here)
 
 
 def save_csv(path: Path, frame: Any) -> None:
