@@ -426,8 +426,6 @@ class _State(NamedTuple):
 class _Proposal(NamedTuple):
     kids: jax.Array  # [N, I, 3, 4, 4] int32: children of each job box
     valid: jax.Array  # [N, I, 3, 14] bool: candidates that are evaluated
-    order: jax.Array  # [N * I * 3 * 14] int32: valid candidates first, in order
-    count: jax.Array  # () int32: how many are valid
 
 
 def _grid2(grid: tuple[int, ...]) -> tuple[int, int]:
@@ -470,24 +468,22 @@ def _propose(
     u = jax.lax.dynamic_index_in_dim(draws, depth, axis=2, keepdims=False)  # [N, I, 3, 3]
     kids = jax.vmap(jax.vmap(jax.vmap(functools.partial(_split, two_d=two_d))))(u, boxes)
     can = slot_ok & alive[:, :, None] & _splittable(boxes, min_box_size, two_d)
-    valid = jnp.broadcast_to(can[..., None], (*can.shape, len(SUBSETS)))
-    flat = valid.reshape(-1)
-    # compaction: the valid candidates first, in order (a stable sort, not nonzero's scan)
-    order = jnp.argsort(~flat, stable=True).astype(jnp.int32)
-    return _Proposal(kids, valid, order, flat.sum(dtype=jnp.int32))
+    return _Proposal(kids, jnp.broadcast_to(can[..., None], (*can.shape, len(SUBSETS))))
 
 
 def _in_chunks(
-    order: jax.Array,
-    count: jax.Array,
+    valid: jax.Array,
     size: int,
     width: int,
     classify: Callable[[jax.Array], tuple[jax.Array, jax.Array]],
 ) -> tuple[jax.Array, jax.Array]:
-    """Labels and confidences ``[len(order) * width]`` of the first ``count`` units of ``order``
-    (the valid ones, sorted first), ``size`` units per ``classify(ids[size])`` call in a
-    ``lax.while_loop``; unit ``i`` owns outputs ``i * width .. i * width + width - 1`` (traced).
-    Units never evaluated keep label 0 and confidence 0."""
+    """Labels and confidences ``[len(valid) * width]`` of the units where ``valid[units]`` is
+    True, ``size`` units per ``classify(ids[size])`` call in a ``lax.while_loop``; unit ``i``
+    owns outputs ``i * width .. i * width + width - 1`` (traced). Units never evaluated keep
+    label 0 and confidence 0."""
+    # compaction: the valid units first, in order (a stable sort, not nonzero's scan)
+    order = jnp.argsort(~valid, stable=True).astype(jnp.int32)
+    count = valid.sum(dtype=jnp.int32)
     units = order.shape[0]
     total = units * width
     chunks = -(-units // size)
@@ -560,7 +556,7 @@ def _evaluate(
         )
         return top1_and_confidence(logits, targets[ci])
 
-    pred, conf = _in_chunks(prop.order, prop.count, batch, 1, classify)
+    pred, conf = _in_chunks(prop.valid.reshape(-1), batch, 1, classify)
     return prop, pred.reshape(n, iters, slots, m), conf.reshape(n, iters, slots, m)
 
 
@@ -592,8 +588,6 @@ def _evaluate_by_refinement(
     n, iters, slots, m = prop.valid.shape
     r, w = _grid2(grid)
     rb = refinements
-    valid = prop.valid[..., 0].reshape(-1)  # a refinement's 14 mutants are valid together
-    order = jnp.argsort(~valid, stable=True).astype(jnp.int32)
     silence = jax.vmap(domain.synthesize)(coeffs, jnp.zeros((n, *grid), bool))  # s(0) per clip
     in_box = jax.vmap(functools.partial(_in_box, shape=(r, w)))
 
@@ -621,7 +615,8 @@ def _evaluate_by_refinement(
         masks = jnp.concatenate([base[:, None], kids], axis=1).reshape((rb, 5, *grid))
         return on_shards(local, mesh, axis, (params, coeffs, silence), (ci, masks, targets[ci]))
 
-    pred, conf = _in_chunks(order, valid.sum(dtype=jnp.int32), rb, m, classify)
+    # a refinement's 14 mutants are valid together: its first one stands for all
+    pred, conf = _in_chunks(prop.valid[..., 0].reshape(-1), rb, m, classify)
     return pred.reshape(n, iters, slots, m), conf.reshape(n, iters, slots, m)
 
 
