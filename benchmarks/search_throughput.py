@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import platform
 import statistics
 import time
@@ -179,7 +180,7 @@ def main() -> None:
         "device": str(jax.devices()[0]),
         "device_kind": jax.devices()[0].device_kind,
         "platform": platform.platform(),
-        "cpu_count": __import__("os").cpu_count(),
+        "cpu_count": os.cpu_count(),
         "versions": {"jax": jax.__version__, "jsuff": jsuff.__version__, "numpy": np.__version__,
                      "python": platform.python_version()},
         "model": description,
@@ -197,7 +198,7 @@ def main() -> None:
                                      "best_s": min(direct_times), "candidates_per_s": queries / min(direct_times)},
         "loop": {"compile_s": loop_compile, "times_s": loop_times, "best_s": loop_time,
                  "median_s": statistics.median(loop_times), "candidates_per_s": loop_rate},
-        "load_average": list(__import__("os").getloadavg()),
+        "load_average": list(os.getloadavg()),
         "speedup": batched_rate / loop_rate,
         "maps_equal": True,
     }
