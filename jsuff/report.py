@@ -287,7 +287,6 @@ def _write_report(root: Path, arrays: StudyArrays, max_clips: int) -> Path:
     meta = study_record(root)
     sr = int(meta["config"]["data"]["sample_rate"])
     out = root / "report"
-    (out / "figures").mkdir(parents=True, exist_ok=True)
     names = list(arrays.model_names)
     task = str(meta["config"]["task"])
 

@@ -1011,8 +1011,9 @@ def _load_data(out_dir: Path, cfg: StudyConfig, models: Sequence[Model], names: 
             failed_reasons=np.asarray([r for _, r in failed], dtype=str), **record,
         )
         z = load_npz(clips_path)
-    failed = list(zip(z.get("failed_paths", []), z.get("failed_reasons", []), strict=True))
-    _write_failures(out_dir, [(str(p), str(r)) for p, r in failed])
+    failed = [(str(p), str(r)) for p, r in zip(z.get("failed_paths", []), z.get("failed_reasons", []), strict=True)]
+    if "failed_paths" in z:  # (studies from before it was recorded there keep their failures.csv)
+        _write_failures(out_dir, failed)
     if failed:
         _log(quiet, f"{len(failed)} data file(s) left out (listed in {out_dir / 'data' / 'failures.csv'}):")
         for p, r in failed[:20]:
