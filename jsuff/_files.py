@@ -122,6 +122,9 @@ def folder_lock(folder: Path, purpose: str = "jsuff") -> Iterator[Path]:
         return
     try:
         folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise WriteError(e.errno, f"cannot create the folder {folder}: {_describe(e)}") from e
+    try:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
     except OSError as e:
         raise WriteError(e.errno, f"cannot create the lock file {lock}: {_describe(e)}") from e

@@ -273,6 +273,17 @@ def test_all_config_problems_are_reported_together():
         assert part in str(e.value)
 
 
+def test_cli_reports_config_problems_in_one_line_each(tmp_path, capsys):
+    toml = tmp_path / "bad.toml"
+    toml.write_text('task = "t"\nmodels = "a/b"\nseed = -1\n[data]\npath = "d"\n[search]\niters = true\n')
+    assert main(["study", str(toml), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "3 problems" in err and "Traceback" not in err
+    for part in ('models (top level) = "a/b"', "seed (top level) = -1", "[search] iters = true"):
+        assert part in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_config_built_in_python_is_checked_by_run_study(tmp_path):
     cfg = StudyConfig(task="t", models=(ModelSpec("m", str(tmp_path / "m")),),
                       data=DataConfig(path=str(tmp_path)), clips_per_batch=0)
