@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from jsuff._files import atomic_write
+
 __all__ = ["AudioError", "load_audio", "resample", "validate_waveform", "write_wav"]
 
 
@@ -150,7 +152,8 @@ def load_audio(path: str | os.PathLike, sample_rate: int | None = None) -> tuple
 def write_wav(path: str | os.PathLike, x: np.ndarray, sr: int) -> Path:
     """Write a mono (``[T]``) or multi-channel (``[T, ch]``) float32 WAV file; returns the path.
 
-    Float WAV keeps the exact samples (a sufficient signal may exceed [-1, 1]).
+    Float WAV keeps the exact samples (a sufficient signal may exceed [-1, 1]). The file is written
+    atomically (:func:`jsuff._files.atomic_write`; a failure raises ``WriteError`` naming it).
     """
     import soundfile as sf
 
@@ -159,6 +162,6 @@ def write_wav(path: str | os.PathLike, x: np.ndarray, sr: int) -> Path:
         raise AudioError(f"cannot write {path}: expected a non-empty [T] or [T, ch] array, got {a.shape}")
     _finite_or_raise(a, f"audio for {path}")
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(str(p), a, int(sr), subtype="FLOAT", format="WAV")
+    # atomically: a full disk or a kill leaves the old file or none, never half a WAV
+    atomic_write(p, lambda f: sf.write(f, a, int(sr), subtype="FLOAT", format="WAV"))
     return p

@@ -320,7 +320,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from jsuff.study import StudyError
 
-    expected: tuple[type[BaseException], ...] = (ModelError, StudyError)
+    from jsuff._files import WriteError
+
+    expected: tuple[type[BaseException], ...] = (ModelError, StudyError, WriteError)
     try:
         from jsuff.audio import AudioError
 

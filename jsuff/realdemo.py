@@ -462,6 +462,8 @@ def run_real_demo(out_dir: str | Path, config: RealDemoConfig = RealDemoConfig()
         t = time.perf_counter()
         study_dir = out / task
         cfg = _study_config(task, paths, manifest, duration, config)
+        if not resume and (study_dir / "study.json").exists():
+            shutil.rmtree(study_dir)  # --fresh: this demo's own earlier study, not reused
         run_study(cfg, study_dir, resume=resume and (study_dir / "study.json").exists(), quiet=quiet)
         seconds[f"{task}_study"] = time.perf_counter() - t
         studies[task] = study_dir

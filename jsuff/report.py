@@ -8,7 +8,11 @@
 * ``figures/*.png``: the same figures as files (transfer matrix with n and intervals, incoming and
   outgoing rates with flat-earther flags, mutual information beside accuracy, and per-clip
   spectrograms with the sufficient mask and the responsibility map);
-* ``audio/<model>/clip_<i>_{original,sufficient}.wav``: what the models heard.
+* ``audio/<slug>/clip_<i>_{original,sufficient}.wav``: what the models heard (``<slug>``: the
+  model's folder name in the study, :func:`jsuff.study.model_slugs`).
+
+Every user string on the page (task, model and class names, file names, failure reasons) is
+escaped for its HTML context by the templates' autoescape; every file is written atomically.
 
 Example:
     >>> write_report("runs/genre")     # doctest: +SKIP
@@ -18,23 +22,29 @@ Example:
 from __future__ import annotations
 
 import base64
-import html
 import io
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
+import jinja2
 import numpy as np
+from markupsafe import Markup
 
+from jsuff._files import FolderLockedError, WriteError, atomic_write, folder_lock
 from jsuff.audio import write_wav
 from jsuff.study import (
     StudyArrays,
+    StudyError,
     iter_explanations,
     load_arrays,
     load_npz,
     read_tables,
     save_text,
+    study_record,
+    unknown_classes,
 )
 
 MAX_CLIPS_PER_MODEL = 6
@@ -47,6 +57,11 @@ def _mpl():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _plain(text: str) -> str:
+    """``text`` shown literally by matplotlib (a ``$`` in a name would start mathtext)."""
+    return str(text).replace("$", r"\$")
 
 
 def _png(fig: Any) -> bytes:
@@ -85,11 +100,11 @@ def transfer_figure(pairs: Any, names: Sequence[str], title: str) -> bytes:
                 continue
             txt = f"{rate[f, g]:.2f}\n[{lo[f, g]:.2f},{hi[f, g]:.2f}]\nn={int(cnt[f, g])}"
             ax.text(g, f, txt, ha="center", va="center", fontsize=7, color="white" if rate[f, g] < 0.6 else "black")
-    ax.set_xticks(range(k), names, rotation=35, ha="right")
-    ax.set_yticks(range(k), names)
+    ax.set_xticks(range(k), [_plain(n) for n in names], rotation=35, ha="right")
+    ax.set_yticks(range(k), [_plain(n) for n in names])
     ax.set_xlabel("listener g (plays f's sufficient signal)")
     ax.set_ylabel("source f (whose sufficient signal)")
-    ax.set_title(title)
+    ax.set_title(_plain(title))
     fig.colorbar(im, ax=ax, fraction=0.046, label="T(f→g)")
     return _png(fig)
 
@@ -107,7 +122,7 @@ def rates_figure(models: Any, flags: Any | None) -> bytes:
     flagged: set[str] = set()
     if flags is not None and "flat_earther" in flags:
         flagged = set(flags.loc[flags["flat_earther"].astype(bool), "model"])
-    ax.set_xticks(x, [f"{n} (flat-earther)" if n in flagged else n for n in names], rotation=30, ha="right")
+    ax.set_xticks(x, [_plain(f"{n} (flat-earther)" if n in flagged else n) for n in names], rotation=30, ha="right")
     for tick, n in zip(ax.get_xticklabels(), names):
         if n in flagged:
             tick.set_color("crimson")
@@ -137,7 +152,7 @@ def info_figure(info: Any, metrics: Any | None) -> bytes:
     w = 0.8 / len(series)
     for j, (lab, v) in enumerate(series):
         ax.bar(x - 0.4 + w * (j + 0.5), v, w, label=lab)
-    ax.set_xticks(x, names, rotation=30, ha="right")
+    ax.set_xticks(x, [_plain(n) for n in names], rotation=30, ha="right")
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=1, frameon=False)
     ax.set_title("what accuracy shows beside what mutual information shows")
     return _png(fig)
@@ -168,7 +183,7 @@ def clip_figure(
         axes[1].set_ylabel("kept")
         axes[2].imshow(r, aspect="auto", origin="lower", cmap="magma", interpolation="nearest")
         axes[2].set_ylabel("responsibility")
-    axes[0].set_title(title, fontsize=9)
+    axes[0].set_title(_plain(title), fontsize=9)
     fig.tight_layout()
     return _png(fig)
 
@@ -186,31 +201,94 @@ img{max-width:100%;display:block;margin:.5em 0}
 .clip{border-top:1px solid #ddd;padding:.5em 0}
 audio{height:32px;vertical-align:middle}
 .wide{overflow-x:auto;max-width:100%}
+.note{background:#fff6e0;border-left:4px solid #e0a000;padding:.3em .8em}
 """
 
+# Every user string (task, model and class names, file names, failure reasons) reaches the page
+# through these templates, whose autoescape escapes it for text and for (quoted) attributes alike;
+# only the tables, already escaped by pandas, and the CSS are marked safe.
+_ENV = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
 
-def _img(png: bytes, alt: str) -> str:
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+_PAGE = _ENV.from_string("""<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>
+<title>jsuff report: {{ task }}</title><style>{{ css }}</style></head><body>
+<h1>jsuff study: {{ task }}</h1>
+<p>{{ n_models }} models × {{ n_clips }} clips. Labels: {{ labels | join(', ') }}.</p>
+{% if unknown %}<p class='note'>{{ unknown.values() | sum }} clip(s) have a class that no model has
+({% for name, count in unknown.items() %}{{ name }}: {{ count }}{{ ', ' if not loop.last }}{% endfor %}):
+they have no true label and the tables use the clips of known classes.</p>{% endif %}
+{% if task_table %}<h2>Task summary</h2>{{ task_table }}{% endif %}
+{% for title, uri in figures %}<h2>{{ title }}</h2><img alt="{{ title }}" src="{{ uri }}">
+{% endfor %}
+{% for title, table in tables %}<h2>{{ title }}</h2>{{ table }}
+{% endfor %}
+{% if failures is not none %}<h2>Files left out of the study ({{ n_failures }})</h2>
+{{ failures if n_failures else 'None.' }}{% endif %}
+<h2>Listen: sufficient signals</h2>
+{{ clips }}
+</body></html>
+""")
+
+_MODEL = _ENV.from_string("<h3>{{ name }}</h3>")
+
+_NO_CLIP = "<p>No verified sufficient signal to show.</p>"
+
+_CARD = _ENV.from_string(
+    "<div class='clip'>"
+    "<p><b>clip {{ i }}</b> ({{ file }}) → {{ label }}; "
+    "kept {{ '%.1f%%' % (100 * size) }} of the grid, {{ '%.1f%%' % (100 * energy) }} of the energy; "
+    "other models that agree: {{ agree | join(', ') or 'none' }}</p>"
+    "<p>original <audio controls preload='none' src='{{ orig_src }}'></audio> "
+    "sufficient <audio controls preload='none' src='{{ suff_src }}'></audio></p>"
+    "<img alt=\"{{ alt }}\" src=\"{{ png }}\"></div>"
+)
 
 
-def _table(frame: Any, max_rows: int = 200) -> str:
+def _data_uri(png: bytes) -> str:
+    return f"data:image/png;base64,{base64.b64encode(png).decode()}"
+
+
+def _table(frame: Any, max_rows: int = 200) -> Markup:
     shown = frame.head(max_rows)
     note = f"<p>({len(frame) - max_rows} more rows in the CSV)</p>" if len(frame) > max_rows else ""
-    body = shown.to_html(index=False, float_format=lambda v: f"{v:.3f}", border=0, na_rep="–")
-    return f"<div class='wide'>{body}</div>{note}"
+    # escape=True: pandas escapes every cell and header (model names, paths, reasons)
+    body = shown.to_html(index=False, float_format=lambda v: f"{v:.3f}", border=0, na_rep="–", escape=True)
+    return Markup(f"<div class='wide'>{body}</div>{note}")
+
+
+def _href(rel: str) -> str:
+    """A relative file path as a URL (each component percent-encoded)."""
+    return "/".join(quote(part) for part in rel.split("/"))
+
+
+def _save_png(path: Path, png: bytes) -> None:
+    atomic_write(path, lambda f: f.write(png))
 
 
 def write_report(study_dir: str | Path, *, max_clips: int = MAX_CLIPS_PER_MODEL) -> Path:
-    """Write ``study_dir/report/`` (see the module docstring); returns the HTML page's path."""
+    """Write ``study_dir/report/`` (see the module docstring); returns the HTML page's path.
+
+    Raises:
+        StudyError: no finished study there, the folder is in use by a running study, a file of
+            the report cannot be written (named), or a study file is damaged.
+    """
     root = Path(study_dir)
     arrays = load_arrays(root)
+    try:
+        with folder_lock(root, "jsuff report"):
+            return _write_report(root, arrays, max_clips)
+    except FolderLockedError as e:
+        raise StudyError(str(e)) from None
+    except WriteError as e:
+        raise StudyError(f"{e.strerror}; the report is incomplete: make room (or make it writable) and rerun `jsuff report`") from None
+
+
+def _write_report(root: Path, arrays: StudyArrays, max_clips: int) -> Path:
     tables = read_tables(root)
-    meta = json.loads((root / "study.json").read_text())
+    meta = study_record(root)
     sr = int(meta["config"]["data"]["sample_rate"])
     out = root / "report"
-    (out / "figures").mkdir(parents=True, exist_ok=True)
     names = list(arrays.model_names)
-    task = meta["config"]["task"]
+    task = str(meta["config"]["task"])
 
     figs: list[tuple[str, str, bytes]] = []
     if "pairs" in tables:
@@ -220,50 +298,52 @@ def write_report(study_dir: str | Path, *, max_clips: int = MAX_CLIPS_PER_MODEL)
     if "information" in tables:
         figs.append(("information", "Mutual information beside accuracy", info_figure(tables["information"], tables.get("metrics"))))
     for key, _, png in figs:
-        (out / "figures" / f"{key}.png").write_bytes(png)
+        _save_png(out / "figures" / f"{key}.png", png)
 
-    clips_html = _clip_sections(root, out, arrays, sr, max_clips)
+    clips = load_npz(root / "data" / "clips.npz", ("waveforms", "labels"))
+    clips_html = _clip_sections(root, out, arrays, meta, clips["waveforms"], sr, max_clips)
+    failures, n_failures = None, 0
+    if (root / "data" / "failures.csv").exists():
+        import pandas as pd
 
-    parts = [
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-        f"<title>jsuff report: {html.escape(task)}</title><style>{_CSS}</style></head><body>",
-        f"<h1>jsuff study: {html.escape(task)}</h1>",
-        f"<p>{len(names)} models × {len(arrays.paths)} clips. Labels: {html.escape(', '.join(arrays.label_names))}.</p>",
-    ]
-    if "task" in tables:
-        parts += ["<h2>Task summary</h2>", _table(tables["task"])]
-    for key, title, png in figs:
-        parts += [f"<h2>{html.escape(title)}</h2>", _img(png, title)]
-    for key, title in (
+        # every column as text: a file named "NA" or "1e3" stays what it is
+        fail = pd.read_csv(root / "data" / "failures.csv", dtype=str, keep_default_na=False)
+        failures, n_failures = _table(fail), len(fail)
+    titled = (
         ("pairs", "Transfer per ordered pair"),
         ("models", "Per model: outgoing and incoming rates"),
         ("flat_earthers", "Flat-earther screening"),
         ("metrics", "Accuracy, precision, recall on the original clips"),
         ("information", "Information per ordered pair (bits)"),
         ("baselines", "Baselines: empty signal, sufficient-set sizes"),
-    ):
-        if key in tables:
-            parts += [f"<h2>{html.escape(title)}</h2>", _table(tables[key])]
-    failures = root / "data" / "failures.csv"
-    if failures.exists():
-        import pandas as pd
-
-        fail = pd.read_csv(failures)
-        parts.append(f"<h2>Files that could not be read ({len(fail)})</h2>")
-        parts.append(_table(fail) if len(fail) else "<p>None.</p>")
-    parts += ["<h2>Listen: sufficient signals</h2>", clips_html, "</body></html>"]
+    )
     page = out / "index.html"
-    save_text(page, "\n".join(parts))
+    save_text(page, _PAGE.render(
+        task=task,
+        css=Markup(_CSS),
+        n_models=len(names),
+        n_clips=len(arrays.paths),
+        labels=arrays.label_names,
+        unknown=unknown_classes([str(x) for x in clips["labels"]], arrays.label_names),
+        task_table=_table(tables["task"]) if "task" in tables else None,
+        figures=[(title, _data_uri(png)) for _, title, png in figs],
+        tables=[(title, _table(tables[key])) for key, title in titled if key in tables],
+        failures=failures,
+        n_failures=n_failures,
+        clips=Markup(clips_html),
+    ))
     return page
 
 
-def _clip_sections(root: Path, out: Path, arrays: StudyArrays, sr: int, max_clips: int) -> str:
-    clips = load_npz(root / "data" / "clips.npz")["waveforms"]
+def _clip_sections(root: Path, out: Path, arrays: StudyArrays, meta: Mapping[str, Any], clips: np.ndarray,
+                   sr: int, max_clips: int) -> str:
+    record = {m["name"]: m for m in meta["models"]}
     blocks = []
     for fi, name in enumerate(arrays.model_names):
-        model_meta = _model_rate(root, name)
+        slug = record[name]["slug"]
+        rate = _model_rate(record[name], root)
         shown = 0
-        blocks.append(f"<h3>{html.escape(name)}</h3>")
+        blocks.append(_MODEL.render(name=name))
         for batch in iter_explanations(root, name):
             for j, i in enumerate(batch["index"]):
                 if shown >= max_clips:
@@ -271,11 +351,8 @@ def _clip_sections(root: Path, out: Path, arrays: StudyArrays, sr: int, max_clip
                 if not batch["verified"][j]:
                     continue
                 i = int(i)
-                rate = model_meta or sr
-                adir = out / "audio" / name
-                adir.mkdir(parents=True, exist_ok=True)
-                orig_rel = f"audio/{name}/clip_{i:04d}_original.wav"
-                suff_rel = f"audio/{name}/clip_{i:04d}_sufficient.wav"
+                orig_rel = f"audio/{slug}/clip_{i:04d}_original.wav"
+                suff_rel = f"audio/{slug}/clip_{i:04d}_sufficient.wav"
                 write_wav(out / orig_rel, clips[i], sr)
                 write_wav(out / suff_rel, batch["sufficient"][j], rate)
                 lab = arrays.label_names[arrays.original[fi, i]]
@@ -287,30 +364,37 @@ def _clip_sections(root: Path, out: Path, arrays: StudyArrays, sr: int, max_clip
                     rate,
                     f"{name} · clip {i} · label {lab} · kept {batch['size_fraction'][j]:.1%} of the grid",
                 )
-                (out / "figures" / f"clip_{name}_{i:04d}.png").write_bytes(png)
-                blocks.append(
-                    "<div class='clip'>"
-                    f"<p><b>clip {i}</b> ({html.escape(Path(arrays.paths[i]).name)}) → {html.escape(lab)}; "
-                    f"kept {batch['size_fraction'][j]:.1%} of the grid, {batch['energy_fraction'][j]:.1%} of the energy; "
-                    f"other models that agree: {html.escape(', '.join(agree) or 'none')}</p>"
-                    f"<p>original <audio controls preload='none' src='{orig_rel}'></audio> "
-                    f"sufficient <audio controls preload='none' src='{suff_rel}'></audio></p>"
-                    f"{_img(png, f'clip {i} of {name}')}</div>"
-                )
+                _save_png(out / "figures" / f"clip_{slug}_{i:04d}.png", png)
+                blocks.append(_CARD.render(
+                    i=i,
+                    file=Path(arrays.paths[i]).name,
+                    label=lab,
+                    size=float(batch["size_fraction"][j]),
+                    energy=float(batch["energy_fraction"][j]),
+                    agree=agree,
+                    orig_src=_href(orig_rel),
+                    suff_src=_href(suff_rel),
+                    alt=f"clip {i} of {name}",
+                    png=_data_uri(png),
+                ))
                 shown += 1
         if shown == 0:
-            blocks.append("<p>No verified sufficient signal to show.</p>")
+            blocks.append(_NO_CLIP)
     return "\n".join(blocks)
 
 
-def _model_rate(root: Path, name: str) -> int | None:
-    meta = json.loads((root / "study.json").read_text())
-    for m in meta["config"]["models"]:
-        if m["name"] == name:
-            p = Path(m["path"]) / "model.json"
-            if p.exists():
-                return int(json.loads(p.read_text())["sample_rate"])
-    return None
+def _model_rate(model: Mapping[str, Any], root: Path) -> int:
+    """The model's sample rate as the study recorded it (studies written before jsuff recorded it:
+    read from the model folder, when that is still where the study found it)."""
+    if model.get("sample_rate") is not None:
+        return int(model["sample_rate"])
+    p = Path(model["path"]) / "model.json"
+    if Path(model["path"]).is_absolute() and p.is_file():
+        return int(json.loads(p.read_text())["sample_rate"])
+    raise StudyError(
+        f"{root / 'study.json'} does not record the sample rate of model {model['name']!r} and its folder "
+        f"{model['path']} cannot be found from here; resume the study once with this jsuff to record it"
+    )
 
 
 def _resampled(x: np.ndarray, sr: int, rate: int, length: int) -> np.ndarray:
@@ -359,4 +443,28 @@ def summary_text(study_dir: str | Path, tables: Mapping[str, Any] | None = None)
         lines.append("Accuracy beside mean transferred MI (bits):")
         for n in names:
             lines.append(f"  {n:<16} accuracy {met.loc[n, 'accuracy']:.3f}   MI {mi.get(n, float('nan')):.3f}")
+    lines += _data_notes(root)
     return "\n".join(lines)
+
+
+def _data_notes(root: Path) -> list[str]:
+    """What the console must say about the data: files left out, clips of classes no model has."""
+    p = root / "summary.json"
+    if not p.is_file():
+        return []
+    try:
+        summary = json.loads(p.read_text())
+    except (OSError, ValueError):
+        return []
+    lines = []
+    failed = int(summary.get("failed_files", 0))
+    if failed:
+        lines.append(f"{failed} data file(s) left out of the study: see {root / 'data' / 'failures.csv'}")
+    unknown = summary.get("unknown_class_clips") or {}
+    if unknown:
+        lines.append(
+            f"{sum(unknown.values())} clip(s) of a class no model has ("
+            + ", ".join(f"{c!r}: {k}" for c, k in unknown.items())
+            + "): no true label; the tables use the clips of known classes"
+        )
+    return lines
