@@ -1,5 +1,5 @@
 import sys
 
-from jsuff.cli import main
+from jsuff.app.cli import main
 
 sys.exit(main())

@@ -12,7 +12,7 @@ from flax import nnx
 
 import converters
 import jsuff
-from jsuff import cli
+from jsuff.app import cli
 from converters.common import ConversionError
 from jsuff.models._family import init_rngs
 from jsuff.models.aasist import AasistConfig, GraphPool

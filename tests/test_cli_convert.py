@@ -8,7 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from jsuff.cli import main  # noqa: E402
+from jsuff.app.cli import main  # noqa: E402
 from jsuff.models import load_model  # noqa: E402
 from tests.tiny_hf import GENRES, TINY  # noqa: E402
 

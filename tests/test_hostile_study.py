@@ -22,10 +22,10 @@ import soundfile as sf
 
 import jsuff._files as files
 from jsuff._files import atomic_write, folder_lock
-from jsuff.cli import main
+from jsuff.app.cli import main
 from jsuff.models import InputPolicy, build_model, save_model
-from jsuff.report import write_report
-from jsuff.study import (
+from jsuff.app.report import write_report
+from jsuff.app.study import (
     DataConfig,
     ModelSpec,
     StudyConfig,
@@ -193,7 +193,7 @@ def test_class_no_model_has_is_reported_not_fatal(hostile):
     page.feed(hostile.page.read_text())
     note = " ".join("".join(page.text).split())
     assert "1 clip(s) have a class that no model has (violin: 1)" in note
-    from jsuff.report import summary_text
+    from jsuff.app.report import summary_text
 
     assert "'violin': 1" in summary_text(out)
 

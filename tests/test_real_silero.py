@@ -101,7 +101,7 @@ def test_jit_eager_vmap(model):
 def test_cli_convert_round_trip(tmp_path, model):
     from flax import nnx
 
-    from jsuff.cli import main
+    from jsuff.app.cli import main
     from jsuff.models.base import flatten
 
     assert main(["convert", "pkg:silero-vad", "--out", str(tmp_path / "silero")]) == 0

@@ -1,4 +1,4 @@
-"""The real-weights study (jsuff.realdemo) end to end, reduced: real converted detectors on speech
+"""The real-weights study (jsuff.app.realdemo) end to end, reduced: real converted detectors on speech
 synthesised by espeak-ng and generated non-speech, and crepe tiny/full on generated pitches."""
 
 import os
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from jsuff.models.crepe import bin_frequency, labels as crepe_labels
-from jsuff.realdemo import (
+from jsuff.app.realdemo import (
     PITCH_MODELS,
     SPEECH_MODELS,
     RealDemoConfig,
@@ -48,7 +48,7 @@ def test_pitch_task_labels_are_crepe_bins(tmp_path):
 
 
 def test_speech_task_without_espeak_is_a_clear_error(tmp_path, monkeypatch):
-    import jsuff.realdemo as rd
+    import jsuff.app.realdemo as rd
 
     monkeypatch.setattr(rd.shutil, "which", lambda name: None)
     with pytest.raises(RealDemoError, match="espeak-ng"):
@@ -59,8 +59,8 @@ def test_speech_task_without_espeak_is_a_clear_error(tmp_path, monkeypatch):
 
 def test_speech_clips_are_speech_to_a_real_detector(tmp_path):
     _require_everything()
-    from jsuff.realdemo import convert_models
-    from jsuff.study import DataConfig, discover, load_clips, predict_logits
+    from jsuff.app.realdemo import convert_models
+    from jsuff.app.study import DataConfig, discover, load_clips, predict_logits
     from jsuff.models import load_model
 
     manifest = make_speech_task(tmp_path / "data", n_speech=3, n_nonspeech=3, duration=0.64)

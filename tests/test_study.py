@@ -18,8 +18,8 @@ import soundfile as sf
 
 from jsuff.info import classification_metrics, pairwise_information
 from jsuff.models import InputPolicy, build_model, save_model
-from jsuff.report import summary_text, write_report
-from jsuff.study import StudyError, config_from_dict, load_arrays, run_study
+from jsuff.app.report import summary_text, write_report
+from jsuff.app.study import StudyError, config_from_dict, load_arrays, run_study
 from jsuff.transfer import transfer_analysis
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -197,7 +197,7 @@ def test_manifest_input_and_cli_explain(workspace, tmp_path):
                   models=[str(workspace / "models" / "wide")])
     arrays = run_study(cfg, tmp_path / "m", quiet=True)
     assert len(arrays.paths) == 4
-    from jsuff.cli import main
+    from jsuff.app.cli import main
 
     wav = sorted((workspace / "data" / "high").glob("*.wav"))[0]
     assert main(["explain", str(workspace / "models" / "wide"), str(wav), "--out", str(tmp_path / "e"),

@@ -7,7 +7,7 @@ import pytest
 from scipy.ndimage import uniform_filter1d
 from sklearn.metrics import roc_auc_score
 
-from jsuff.zoo.data import (
+from jsuff.app.zoo.data import (
     CLASS_NAMES,
     DatasetError,
     make_clip,

@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from jsuff.cli import main
+from jsuff.app.cli import main
 from jsuff.models.base import fit_length
-from jsuff.study import predict_logits
-from jsuff.zoo import ZOO, ZOO_DIR, load_zoo, make_dataset, read_zoo_json, zoo_accuracy
+from jsuff.app.study import predict_logits
+from jsuff.app.zoo import ZOO, ZOO_DIR, load_zoo, make_dataset, read_zoo_json, zoo_accuracy
 
 # Accuracy on 10 fresh clips per class may fall below the 20-per-class figure by chance; 0.15
 # is ~2.5 binomial standard deviations at 80%, and far above chance (0.2), so a broken model fails.

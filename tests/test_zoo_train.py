@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jsuff.cli import main
+from jsuff.app.cli import main
 from jsuff.models.base import Architecture, UnknownArchitectureError, load_model, register, save_model
-from jsuff.zoo import (
+from jsuff.app.zoo import (
     NO_AUGMENT,
     Augment,
     DatasetError,
@@ -92,7 +92,7 @@ def test_saved_model_reloads_with_the_same_logits(tmp_path, tiny, trained):
     back = load_model(tmp_path / "m")
     x = tiny.subset("test").waveforms
     np.testing.assert_array_equal(np.asarray(model(x)), np.asarray(back(x)))
-    assert back.input.length == 4000 and back.source["trained_by"] == "jsuff.zoo.train"
+    assert back.input.length == 4000 and back.source["trained_by"] == "jsuff.app.zoo.train"
 
 
 def test_early_stopping_keeps_the_best_epoch(tiny):
@@ -196,7 +196,7 @@ def test_zoo_cli(tmp_path, capsys):
 
 
 def test_zoo_data_cli_writes_the_zoo_dataset(tmp_path, monkeypatch):
-    import jsuff.zoo.registry as registry
+    import jsuff.app.zoo.registry as registry
 
     monkeypatch.setattr(registry, "N_PER_CLASS", (1, 1, 0))
     assert main(["zoo", "data", str(tmp_path)]) == 0

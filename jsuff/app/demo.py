@@ -4,7 +4,7 @@
 
 1. generates the zoo's held-out clips (the ``test`` split of the zoo dataset, same seed, so none
    was seen in training) and writes them as WAVs in the GTZAN layout under ``<out>/data``;
-2. runs a :class:`~jsuff.study.StudyConfig` over the four committed zoo models (task
+2. runs a :class:`~jsuff.app.study.StudyConfig` over the four committed zoo models (task
    ``"generated-music"``, rfft domain) into ``<out>/study`` with ``resume=True``, so a rerun of an
    interrupted demo continues where it stopped and a finished one only rewrites the report;
 3. writes the HTML report and returns a summary: the transfer matrix, the flat-earther screening,
@@ -32,9 +32,9 @@ from pathlib import Path
 
 from jsuff.extract import ExtractConfig
 from jsuff.search import SearchConfig
-from jsuff.study import DataConfig, ModelSpec, StudyConfig, StudyError, run_study
-from jsuff.zoo.data import make_dataset, write_dataset
-from jsuff.zoo.registry import DATA_SEED, DURATION, SAMPLE_RATE, ZOO, ZOO_DIR, read_zoo_json
+from jsuff.app.study import DataConfig, ModelSpec, StudyConfig, StudyError, run_study
+from jsuff.app.zoo.data import make_dataset, write_dataset
+from jsuff.app.zoo.registry import DATA_SEED, DURATION, SAMPLE_RATE, ZOO, ZOO_DIR, read_zoo_json
 
 TASK = "generated-music"
 
@@ -147,7 +147,7 @@ def run_demo(
         out: the demo directory (``data/`` and ``study/`` go under it).
         settings: the study's size (:data:`FULL` or :data:`QUICK`, or your own).
         fresh: delete an earlier ``<out>/study`` first instead of resuming it.
-        zoo_dir: the zoo (default: the package's committed ``jsuff/zoo/models``).
+        zoo_dir: the zoo (default: the package's committed ``jsuff/app/zoo/models``).
         log: progress lines (``print`` from the CLI).
 
     Raises:
@@ -173,7 +173,7 @@ def run_demo(
         if "different config" in str(e):
             raise StudyError(f"{e}; rerun with --fresh to replace it, or choose another --out") from None
         raise
-    from jsuff.report import summary_text, write_report  # matplotlib: only once there is a study
+    from jsuff.app.report import summary_text, write_report  # matplotlib: only once there is a study
 
     report = write_report(study_dir)
     accuracy = {n: float(r["test_accuracy"]) for n, r in read_zoo_json(zoo)["members"].items()}

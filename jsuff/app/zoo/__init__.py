@@ -1,6 +1,6 @@
 """The built-in zoo: a generated music-like dataset, its training entry point and trained models."""
 
-from jsuff.zoo.data import (
+from jsuff.app.zoo.data import (
     CLASS_NAMES,
     SPLITS,
     Dataset,
@@ -10,7 +10,7 @@ from jsuff.zoo.data import (
     read_dataset,
     write_dataset,
 )
-from jsuff.zoo.registry import (
+from jsuff.app.zoo.registry import (
     ZOO,
     ZOO_DIR,
     ZooError,
@@ -22,7 +22,7 @@ from jsuff.zoo.registry import (
     zoo_accuracy,
     zoo_dataset,
 )
-from jsuff.zoo.train import NO_AUGMENT, Augment, augment_batch, train_model
+from jsuff.app.zoo.train import NO_AUGMENT, Augment, augment_batch, train_model
 
 __all__ = [
     "CLASS_NAMES",

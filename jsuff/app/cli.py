@@ -50,8 +50,8 @@ def _add_study(sub: argparse._SubParsersAction) -> None:
 def _cmd_study(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from jsuff.report import summary_text, write_report
-    from jsuff.study import load_config, run_study
+    from jsuff.app.report import summary_text, write_report
+    from jsuff.app.study import load_config, run_study
 
     cfg = load_config(args.config)
     if args.devices is not None:
@@ -72,7 +72,7 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from jsuff.report import write_report
+    from jsuff.app.report import write_report
 
     print(write_report(args.study_dir, max_clips=args.max_clips))
     return 0
@@ -101,7 +101,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     from jsuff.domains import get_domain
     from jsuff.explain import explain
     from jsuff.models import load_model
-    from jsuff.report import clip_figure
+    from jsuff.app.report import clip_figure
     from jsuff.search import SearchConfig
 
     model = load_model(args.model)
@@ -196,10 +196,10 @@ def _add_zoo(sub: argparse._SubParsersAction) -> None:
     zsub = p.add_subparsers(dest="zoo_command", required=True)
     t = zsub.add_parser("train", help="train the zoo members whose architectures are registered")
     t.add_argument("--only", nargs="+", metavar="NAME", help="train only these members")
-    t.add_argument("--out", metavar="DIR", help="zoo directory (default: jsuff/zoo/models)")
+    t.add_argument("--out", metavar="DIR", help="zoo directory (default: jsuff/app/zoo/models)")
     t.set_defaults(func=_cmd_zoo_train)
     ls = zsub.add_parser("list", help="the members, whether each can be built, recorded accuracy")
-    ls.add_argument("--dir", metavar="DIR", help="zoo directory (default: jsuff/zoo/models)")
+    ls.add_argument("--dir", metavar="DIR", help="zoo directory (default: jsuff/app/zoo/models)")
     ls.set_defaults(func=_cmd_zoo_list)
     d = zsub.add_parser("data", help="write the zoo's generated dataset as WAVs (GTZAN layout)")
     d.add_argument("out", metavar="DIR", help="folder for <class>/<class>.NNNNN.wav and manifest.csv")
@@ -207,7 +207,7 @@ def _add_zoo(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_zoo_train(args: argparse.Namespace) -> int:
-    from jsuff.zoo import train_zoo
+    from jsuff.app.zoo import train_zoo
 
     result = train_zoo(args.out, only=args.only, log=print)
     print(f"trained {len(result['trained'])}, skipped {len(result['skipped'])}")
@@ -215,7 +215,7 @@ def _cmd_zoo_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_zoo_data(args: argparse.Namespace) -> int:
-    from jsuff.zoo import write_dataset, zoo_dataset
+    from jsuff.app.zoo import write_dataset, zoo_dataset
 
     ds = zoo_dataset()
     root = write_dataset(args.out, ds)
@@ -225,7 +225,7 @@ def _cmd_zoo_data(args: argparse.Namespace) -> int:
 
 def _cmd_zoo_list(args: argparse.Namespace) -> int:
     from jsuff.models import architectures
-    from jsuff.zoo import ZOO, ZooError, zoo_accuracy
+    from jsuff.app.zoo import ZOO, ZooError, zoo_accuracy
 
     try:
         acc = zoo_accuracy(args.dir)
@@ -254,7 +254,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if args.real:
         out = "runs/realdemo" if args.out == "runs/demo" else args.out
         return _cmd_realdemo(argparse.Namespace(out=out, fresh=args.fresh, quiet=False, no_report=False))
-    from jsuff.demo import FULL, QUICK, run_demo
+    from jsuff.app.demo import FULL, QUICK, run_demo
 
     settings = QUICK if args.quick else FULL
     if args.clips is not None:
@@ -276,7 +276,7 @@ def _add_realdemo(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_realdemo(args: argparse.Namespace) -> int:
-    from jsuff.realdemo import RealDemoError, run_real_demo
+    from jsuff.app.realdemo import RealDemoError, run_real_demo
 
     try:
         result = run_real_demo(args.out, resume=not args.fresh, report=not args.no_report,
@@ -318,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     from jsuff.models.base import ModelError
 
-    from jsuff.study import StudyError
+    from jsuff.app.study import StudyError
 
     from jsuff._files import WriteError
 

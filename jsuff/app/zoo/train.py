@@ -1,4 +1,4 @@
-"""Train any registered architecture on a :class:`~jsuff.zoo.data.Dataset` with optax.
+"""Train any registered architecture on a :class:`~jsuff.app.zoo.data.Dataset` with optax.
 
 One generic loop serves every zoo member: AdamW with warm-up and cosine decay, gradient clipping,
 softmax cross-entropy, batch norm in training mode while training, early stopping on validation
@@ -23,7 +23,7 @@ Every example also gets a random gain of ``U(-gain_db, gain_db)`` dB, so absolut
 cue (the generated data already varies it; the search's removals lower it further).
 
 Example:
-    >>> from jsuff.zoo.data import make_dataset
+    >>> from jsuff.app.zoo.data import make_dataset
     >>> ds = make_dataset(n_per_class=(4, 2, 2))
     >>> model, metrics = train_model("my_arch", {}, ds, epochs=2)  # doctest: +SKIP
     >>> metrics["test_accuracy"]  # doctest: +SKIP
@@ -44,7 +44,7 @@ import optax
 from flax import nnx
 
 from jsuff.models.base import InputPolicy, Model, get_architecture
-from jsuff.zoo.data import Dataset, DatasetError
+from jsuff.app.zoo.data import Dataset, DatasetError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -318,7 +318,7 @@ def train_model(
         labels=dataset.class_names,
         input=InputPolicy(length=int(dataset.waveforms.shape[1])),
         source={
-            "trained_by": "jsuff.zoo.train",
+            "trained_by": "jsuff.app.zoo.train",
             "data_seed": dataset.seed,
             "seed": int(seed),
             "hyperparameters": {

@@ -1,6 +1,6 @@
 """Figures, listening files and one self-contained HTML page for a study directory.
 
-``write_report(study_dir)`` reads what :func:`jsuff.study.run_study` wrote and produces, under
+``write_report(study_dir)`` reads what :func:`jsuff.app.study.run_study` wrote and produces, under
 ``study_dir/report/``:
 
 * ``index.html``: the tables, the figures (embedded as PNG data URIs, so the page is one file) and
@@ -9,7 +9,7 @@
   outgoing rates with flat-earther flags, mutual information beside accuracy, and per-clip
   spectrograms with the sufficient mask and the responsibility map);
 * ``audio/<slug>/clip_<i>_{original,sufficient}.wav``: what the models heard (``<slug>``: the
-  model's folder name in the study, :func:`jsuff.study.model_slugs`).
+  model's folder name in the study, :func:`jsuff.app.study.model_slugs`).
 
 Every user string on the page (task, model and class names, file names, failure reasons) is
 escaped for its HTML context by the templates' autoescape; every file is written atomically.
@@ -35,7 +35,7 @@ from markupsafe import Markup
 
 from jsuff._files import FolderLockedError, WriteError, atomic_write, folder_lock
 from jsuff.audio import write_wav
-from jsuff.study import (
+from jsuff.app.study import (
     StudyArrays,
     StudyError,
     iter_explanations,

@@ -1,7 +1,7 @@
 """The zoo's recipe table and the entry point that trains it (``jsuff zoo train``).
 
 Each :class:`ZooMember` is data: a name, a registered architecture, its config and the keyword
-arguments of :func:`jsuff.zoo.train.train_model`. :func:`train_zoo` trains every listed member
+arguments of :func:`jsuff.app.zoo.train.train_model`. :func:`train_zoo` trains every listed member
 whose architecture is registered on the generated dataset (:data:`DATA_SEED`,
 :data:`N_PER_CLASS`), saves each with :func:`jsuff.models.save_model` under ``<out>/<name>/`` and
 records its held-out accuracy in ``<out>/zoo.json``; members whose architecture is not registered
@@ -33,8 +33,8 @@ from typing import Any
 
 from jsuff._files import write_json
 from jsuff.models.base import Model, ModelError, architectures, load_model, save_model
-from jsuff.zoo.data import CLASS_NAMES, Dataset, make_dataset
-from jsuff.zoo.train import train_model
+from jsuff.app.zoo.data import CLASS_NAMES, Dataset, make_dataset
+from jsuff.app.zoo.train import train_model
 
 ZOO_DIR = Path(__file__).resolve().parent / "models"
 ZOO_JSON = "zoo.json"
@@ -58,7 +58,7 @@ class ZooMember:
         name: the member's name (its folder under the zoo directory).
         arch: the registered architecture it builds.
         config: the architecture's config (JSON-serialisable).
-        train: keyword arguments for :func:`jsuff.zoo.train.train_model` (``seed``, ``epochs``,
+        train: keyword arguments for :func:`jsuff.app.zoo.train.train_model` (``seed``, ``epochs``,
             ``lr`` ...).
         note: what the member is for, one line.
     """
@@ -179,7 +179,7 @@ def train_zoo(
     one member at a time.
 
     Args:
-        out: the zoo directory (default: the package's ``jsuff/zoo/models``).
+        out: the zoo directory (default: the package's ``jsuff/app/zoo/models``).
         only: member names to train (default: all).
         members: the recipe table (default :data:`ZOO`).
         dataset: the data (default :func:`zoo_dataset`); tests pass a small one.
@@ -256,7 +256,7 @@ def load_zoo(
     """The trained zoo models recorded in ``zoo.json``, by member name.
 
     Args:
-        directory: the zoo directory (default: the package's ``jsuff/zoo/models``).
+        directory: the zoo directory (default: the package's ``jsuff/app/zoo/models``).
         names: only these members (default: every recorded one).
 
     Raises:

@@ -45,7 +45,7 @@ label (``-1``): the study completes, says how many clips of which classes, and t
 the clips of known classes.
 
 Example:
-    >>> from jsuff.study import load_config
+    >>> from jsuff.app.study import load_config
     >>> cfg = load_config("study.toml")            # doctest: +SKIP
     >>> run_study(cfg, "runs/genre")               # doctest: +SKIP
 """

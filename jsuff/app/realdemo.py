@@ -5,19 +5,19 @@ Two studies, both on data this module makes on the spot (nothing is downloaded):
 * **speech** (labels ``no_speech``, ``speech``): five voice-activity detectors converted from the
   weights in their PyPI wheels (:data:`SPEECH_MODELS`) on speech synthesised locally with
   ``espeak-ng`` (several voices, speeds and pitches) and non-speech clips: jsuff's own music-like
-  generator (:mod:`jsuff.zoo.data`), pink and white noise, and steady or gliding tones;
+  generator (:mod:`jsuff.app.zoo.data`), pink and white noise, and steady or gliding tones;
 * **pitch** (crepe's 360 pitch bins): crepe tiny and full on pure tones and instrument-like notes
   (a harmonic series with decaying partials) at known fundamentals; a clip's true label is the
   crepe bin nearest its fundamental.
 
 The models are converted at run time into the output directory (``converters.convert("pkg:...")``,
-which reads the installed wheels); the studies run with :func:`jsuff.study.run_study` and are
-resumable; the reports are :func:`jsuff.report.write_report`. ``jsuff realdemo`` runs all of it.
+which reads the installed wheels); the studies run with :func:`jsuff.app.study.run_study` and are
+resumable; the reports are :func:`jsuff.app.report.write_report`. ``jsuff realdemo`` runs all of it.
 
 Every clip is deterministic: clip ``i`` of kind ``k`` draws from ``default_rng([seed, k, i])``.
 
 Example:
-    >>> from jsuff.realdemo import run_real_demo
+    >>> from jsuff.app.realdemo import run_real_demo
     >>> result = run_real_demo("runs/real")        # doctest: +SKIP
     >>> print(result.summaries["speech"])          # doctest: +SKIP
 """
@@ -37,7 +37,7 @@ import numpy as np
 
 from jsuff.audio import load_audio, write_wav
 from jsuff.models.crepe import bin_cents, labels as crepe_labels
-from jsuff.zoo.data import CLASS_NAMES, make_clip
+from jsuff.app.zoo.data import CLASS_NAMES, make_clip
 
 __all__ = [
     "PITCH_MODELS",
@@ -402,7 +402,7 @@ def convert_models(models: Sequence[tuple[str, str]], dest: str | Path) -> list[
 
 
 def _study_config(task: str, model_paths: Sequence[Path], manifest: Path, duration: float, cfg: RealDemoConfig):
-    from jsuff.study import config_from_dict
+    from jsuff.app.study import config_from_dict
 
     if task == "pitch":
         search = {"iters": cfg.pitch_iters, "tree_depth": cfg.pitch_tree_depth, "min_box_size": cfg.pitch_min_box_size,
@@ -434,8 +434,8 @@ def run_real_demo(out_dir: str | Path, config: RealDemoConfig = RealDemoConfig()
     Raises:
         RealDemoError: espeak-ng or a package is missing (before any work).
     """
-    from jsuff.report import summary_text, write_report
-    from jsuff.study import run_study
+    from jsuff.app.report import summary_text, write_report
+    from jsuff.app.study import run_study
 
     missing = missing_requirements([s for _, s in (*config.speech_models, *config.pitch_models)])
     if missing:
