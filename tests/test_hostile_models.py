@@ -1,0 +1,194 @@
+"""Hostile and damaged inputs to convert, load and predict (issue 14, items 6, 7, 12 and 14).
+
+* TorchScript files are read as data: a scripted module whose ``__setstate__`` writes a file is
+  refused and writes nothing; a pickle that calls a function is refused;
+* model directories: labels that do not name the outputs, non-finite weights, a corrupted
+  parameter file, old directories without a checksum, permissions that follow the umask;
+* ``jsuff predict`` on a mix of good and bad files, truncated WAVs, unreadable files.
+"""
+
+import errno
+import json
+import os
+import pickle
+import stat
+import zipfile
+from pathlib import Path
+from typing import Tuple
+
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+import soundfile as sf
+from flax import nnx
+
+import jsuff.audio
+from jsuff.audio import AudioError, load_audio
+from jsuff.cli import main
+from jsuff.models import base
+from jsuff.models.base import InputPolicy, ModelError, build_model, load_model, save_model
+from jsuff.zoo import ZOO_DIR, read_zoo_json
+
+try:
+    import torch
+except ImportError:  # the torch extra is optional; the TorchScript tests skip
+    torch = None
+
+needs_torch = pytest.mark.skipif(torch is None, reason="torch (the [torch] extra) is not installed")
+
+SR = 8000
+BANDS = [[100, 300], [400, 700], [900, 1300], [1500, 2200], [2500, 3500]]  # 5 outputs
+LABELS = ["a", "b", "c", "d", "e"]
+
+
+def _toy(labels=LABELS, **config):
+    cfg = {"sample_rate": SR, "bands": BANDS, **config}
+    return build_model("bandpower", cfg, sample_rate=SR, labels=labels, input=InputPolicy(length=SR // 4))
+
+
+@pytest.fixture
+def model_dir(tmp_path):
+    return save_model(_toy(), tmp_path / "toy")
+
+
+def _edit_json(path: Path, **changes):
+    meta = json.loads(path.read_text())
+    for k, v in changes.items():
+        if v is None:
+            meta.pop(k, None)
+        else:
+            meta[k] = v
+    path.write_text(json.dumps(meta))
+
+
+# ----------------------------------------------------------------------------------------------
+# TorchScript: never executed (item 6)
+# ----------------------------------------------------------------------------------------------
+
+if torch is not None:
+
+    class Evil(torch.nn.Module):
+        """Its __setstate__ creates and writes the file at ``path`` when torch.jit.load runs it."""
+
+        def __init__(self, path: str):
+            super().__init__()
+            self.path = path
+            self.w = torch.nn.Parameter(torch.ones(4))
+
+        def forward(self, x):
+            return x * self.w
+
+        @torch.jit.export
+        def __getstate__(self) -> Tuple[str, torch.Tensor, bool]:
+            return (self.path, self.w, self.training)
+
+        @torch.jit.export
+        def __setstate__(self, state: Tuple[str, torch.Tensor, bool]) -> None:
+            self.path = state[0]
+            t = torch.from_file(self.path, shared=True, size=4, dtype=torch.uint8)
+            t.fill_(65)
+            self.w = state[1] + t.float()  # used, so the write is not optimised away
+            self.training = state[2]
+
+    class Benign(torch.nn.Module):
+        """Parameters, buffers (one non-contiguous), a bias-free layer, half precision, nesting."""
+
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv1d(2, 3, 3, bias=False)
+            self.bn = torch.nn.BatchNorm1d(3)
+            self.blocks = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+            self.register_buffer("table", torch.arange(6.0).reshape(2, 3).t())
+            self.scale = torch.nn.Parameter(torch.linspace(-1, 1, 5).half())
+            self.note = "a plain attribute"
+
+        def forward(self, x):
+            return self.blocks(self.bn(self.conv(x)).mean(-1))
+
+
+@pytest.fixture
+def evil_jit(tmp_path):
+    """``(file, marker)``: a TorchScript file named like silero's that would create ``marker``."""
+    marker = tmp_path / "pwned"
+    path = tmp_path / "silero_vad_evil.jit"
+    torch.jit.save(torch.jit.script(Evil(str(marker))), str(path))
+    assert not marker.exists()
+    return path, marker
+
+
+@needs_torch
+def test_the_evil_file_really_runs_code_under_torch_jit_load(evil_jit):
+    # The premise of the tests below: loading this file the usual way writes the marker.
+    path, marker = evil_jit
+    torch.jit.load(str(path))
+    assert marker.read_bytes() == b"AAAA"
+
+
+@needs_torch
+@pytest.mark.parametrize("arch", [None, "silero_vad"])
+def test_convert_refuses_a_torchscript_file_without_running_it(evil_jit, tmp_path, capsys, arch):
+    path, marker = evil_jit
+    dest = tmp_path / "out"
+    argv = ["convert", str(path), "--out", str(dest)] + (["--arch", arch] if arch else [])
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("jsuff: error:") and str(path) in err
+    assert "never runs their code" in err and "__setstate__" in err
+    assert not marker.exists() and not dest.exists()
+
+
+@needs_torch
+def test_read_state_dict_reads_torchscript_as_data(evil_jit):
+    from converters.common import ConversionError, read_state_dict
+
+    path, marker = evil_jit
+    as_pt = path.with_name("evil.pt")  # any converter that reads a .pt/.pth goes through here
+    path.rename(as_pt)
+    with pytest.raises(ConversionError, match="never runs their code"):
+        read_state_dict(as_pt)
+    assert not marker.exists()
+
+
+@needs_torch
+def test_a_pickle_that_calls_a_function_is_refused(evil_jit, tmp_path):
+    from converters._torchscript import read_torchscript
+    from converters.common import ConversionError
+
+    path, _ = evil_jit
+    made = tmp_path / "made_by_the_pickle"
+
+    class Call:
+        def __reduce__(self):
+            return (os.mkdir, (str(made),))
+
+    hostile = tmp_path / "silero_vad_pickle.jit"
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(hostile, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename.endswith("/data.pkl"):
+                data = pickle.dumps(Call(), protocol=2)
+            dst.writestr(info, data)
+    with pytest.raises(ConversionError, match=r"refusing (os|posix)\.mkdir"):
+        read_torchscript(hostile)
+    assert not made.exists()
+
+
+@needs_torch
+def test_torchscript_reader_equals_jit_state_dict(tmp_path):
+    from converters._torchscript import is_torchscript, read_torchscript
+
+    torch.manual_seed(0)
+    module = Benign()
+    module.bn.running_mean.uniform_()
+    path = tmp_path / "benign.pt"
+    torch.jit.save(torch.jit.script(module.eval()), str(path))
+    assert is_torchscript(path) and not is_torchscript(Path(__file__))
+    ours = read_torchscript(path)
+    theirs = torch.jit.load(str(path)).state_dict()  # our own file: safe to load
+    assert list(ours) == list(theirs)
+    assert "conv.bias" not in ours and "table" in ours and "bn.num_batches_tracked" in ours
+    for k, v in theirs.items():
+        assert ours[k].dtype == np.dtype(str(v.dtype).removeprefix("torch.")), k
+        np.testing.assert_array_equal(ours[k], v.numpy(), err_msg=k)
+
+
