@@ -192,3 +192,140 @@ def test_torchscript_reader_equals_jit_state_dict(tmp_path):
         np.testing.assert_array_equal(ours[k], v.numpy(), err_msg=k)
 
 
+# ----------------------------------------------------------------------------------------------
+# Model directories (items 7 and 12)
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("labels", "problem"),
+    [
+        (["a", "b", "c"], "3 labels for a model with 5 outputs"),
+        (LABELS + ["f", "g"], "7 labels for a model with 5 outputs"),
+        (["a", "b", "a", "c", "d"], "duplicate labels 'a' (at 0, 2)"),
+        ("abcde", "'labels' must be a list of strings, one per output, got str"),
+        ([0, 1, 2, 3, 4], "labels must be strings; not a string: label 0 (int 0)"),
+    ],
+)
+def test_model_json_labels_must_name_every_output(model_dir, labels, problem):
+    _edit_json(model_dir / "model.json", labels=labels)
+    with pytest.raises(ModelError) as e:
+        load_model(model_dir)
+    assert str(model_dir / "model.json") in str(e.value) and problem in str(e.value)
+
+
+def test_build_refuses_labels_that_do_not_fit():
+    with pytest.raises(ModelError, match="3 labels for a model with 5 outputs"):
+        _toy(labels=["a", "b", "c"])
+    with pytest.raises(ModelError, match="duplicate labels 'x' \\(at 0, 1, 2, 3, 4\\)"):
+        _toy(labels=["x"] * 5)
+
+
+def test_non_finite_weights_are_refused_at_build_save_and_load(model_dir, tmp_path):
+    flat = base.flatten(nnx.to_pure_dict(_toy().params))
+    flat["weights"] = np.array(flat["weights"])
+    flat["weights"][1, 2] = np.nan
+    flat["bias"] = np.array(flat["bias"])
+    flat["bias"][[0, 3]] = [np.inf, -np.inf]
+    cfg = {"sample_rate": SR, "bands": BANDS}
+    with pytest.raises(ModelError) as e:  # every converter builds through here
+        build_model("bandpower", cfg, flat, sample_rate=SR, labels=LABELS, source={"files": [{"path": "x.pth"}]})
+    assert str(e.value) == (
+        "parameters for bandpower (from x.pth): non-finite weights in 2 tensors: "
+        "bias (2 Inf of 5 values); weights (1 NaN of 25 values)"
+    )
+    with pytest.raises(ModelError, match=r"cannot save .*nan: non-finite weights in 1 tensor: bias \(1 NaN"):
+        save_model(_toy(bias=[0, 0, float("nan"), 0, 0]), tmp_path / "nan")
+    assert not (tmp_path / "nan").exists()
+    # A directory whose weights are NaN and whose checksums agree (re-written by another tool)
+    params = model_dir / "params"
+    pure = nnx.to_pure_dict(_toy().params)
+    pure["weights"] = np.asarray(pure["weights"]).copy()
+    pure["weights"][0, 0] = np.nan
+    ckpt = ocp.StandardCheckpointer()
+    ckpt.save(params, pure, force=True)
+    ckpt.wait_until_finished()
+    ckpt.close()
+    _edit_json(model_dir / "model.json", params_sha256=base._params_checksums(params))
+    with pytest.raises(ModelError, match=r"params: non-finite weights in 1 tensor: weights \(1 NaN of 25 values\)"):
+        load_model(model_dir)
+
+
+@needs_torch
+def test_convert_refuses_non_finite_weights_naming_them(tmp_path, capsys):
+    transformers = pytest.importorskip("transformers")
+    from tests.tiny_hf import TINY
+
+    torch.manual_seed(0)
+    hf = transformers.HubertForSequenceClassification(transformers.HubertConfig(**TINY)).eval()
+    with torch.no_grad():
+        hf.classifier.weight[1, 2] = float("nan")
+        hf.projector.bias[0] = float("inf")
+    hf.save_pretrained(tmp_path / "hf")
+    transformers.Wav2Vec2FeatureExtractor().save_pretrained(tmp_path / "hf")
+    dest = tmp_path / "out"
+    assert main(["convert", str(tmp_path / "hf"), "--out", str(dest)]) == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err.startswith("jsuff: error: parameters for hubert (from config.json, model.safetensors, ")
+    assert err.endswith(
+        "non-finite weights in 2 tensors: classifier/kernel (1 NaN of 24 values); projector/bias (1 Inf of 8 values)"
+    )
+    assert not dest.exists()
+
+
+def test_a_flipped_bit_in_params_is_reported_as_corruption(model_dir):
+    x = np.random.default_rng(0).normal(size=(2, SR // 4)).astype(np.float32)
+    before = np.asarray(load_model(model_dir)(x))
+    files = [p for p in (model_dir / "params").rglob("*") if p.is_file()]
+    victim = max(files, key=lambda p: p.stat().st_size)
+    intact = victim.read_bytes()
+    flipped = bytearray(intact)
+    flipped[len(flipped) // 2] ^= 0x10
+    victim.write_bytes(bytes(flipped))
+    with pytest.raises(ModelError) as e:
+        load_model(model_dir)
+    msg = str(e.value)
+    assert "is corrupt" in msg and f"changed since the model was saved: {victim}" in msg
+    victim.write_bytes(intact)  # the check is exact: the intact file loads again, unchanged
+    np.testing.assert_array_equal(np.asarray(load_model(model_dir)(x)), before)
+    victim.unlink()
+    with pytest.raises(ModelError, match=f"missing: {victim}"):
+        load_model(model_dir)
+
+
+def test_directories_without_a_checksum(model_dir):
+    x = np.random.default_rng(1).normal(size=(2, SR // 4)).astype(np.float32)
+    expected = np.asarray(load_model(model_dir)(x))
+    meta = model_dir / "model.json"
+    _edit_json(meta, params_sha256=None, format_version=1)  # as jsuff wrote them before checksums
+    with pytest.warns(UserWarning, match="records no checksum of its parameters .* re-saving it"):
+        old = load_model(model_dir)
+    np.testing.assert_array_equal(np.asarray(old(x)), expected)
+    _edit_json(meta, format_version=2)
+    with pytest.raises(ModelError, match="format_version 2.*lacks 'params_sha256'"):
+        load_model(model_dir)
+    _edit_json(meta, format_version=99)
+    with pytest.raises(ModelError, match="format_version 99; this jsuff reads up to 2"):
+        load_model(model_dir)
+
+
+def test_committed_zoo_models_carry_checksums():
+    for name, member in read_zoo_json()["members"].items():
+        root = Path(ZOO_DIR) / member["path"]
+        meta = json.loads((root / "model.json").read_text())
+        assert meta["format_version"] == 2 and meta["params_sha256"], name
+        base._verify_checksums(root, meta["params_sha256"], root / "model.json")
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o002], ids=oct)
+def test_model_directories_follow_the_umask(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        dest = save_model(_toy(), tmp_path / "m")
+    finally:
+        os.umask(old)
+    modes = {stat.S_IMODE(p.stat().st_mode) for p in [dest, *dest.rglob("*")] if p.is_dir()}
+    files = {stat.S_IMODE(p.stat().st_mode) for p in dest.rglob("*") if p.is_file()}
+    assert modes == {0o777 & ~umask} and files == {0o666 & ~umask}
+
+
