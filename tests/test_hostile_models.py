@@ -329,3 +329,72 @@ def test_model_directories_follow_the_umask(tmp_path, umask):
     assert modes == {0o777 & ~umask} and files == {0o666 & ~umask}
 
 
+# ----------------------------------------------------------------------------------------------
+# Audio files and `jsuff predict` (item 14)
+# ----------------------------------------------------------------------------------------------
+
+
+def _tone(path: Path, hz: float, seconds: float = 0.25, **kw) -> Path:
+    t = np.arange(int(seconds * SR)) / SR
+    sf.write(path, (0.5 * np.sin(2 * np.pi * hz * t)).astype(np.float32), SR, **kw)
+    return path
+
+
+def _truncate(path: Path, keep: float = 0.5) -> Path:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+    return path
+
+
+def test_predict_reports_each_file_and_fails_if_any_failed(model_dir, tmp_path, capsys):
+    good = _tone(tmp_path / "good.wav", 200)
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF but not really audio")
+    good2 = _tone(tmp_path / "good2.wav", 1000)
+    assert main(["predict", str(model_dir), str(good), str(bad), str(good2)]) == 1
+    out, err = capsys.readouterr()
+    lines = [line.split("\t")[:2] for line in out.splitlines()]
+    assert lines == [[str(good), "a"], [str(good2), "c"]]
+    assert f"jsuff: error: {bad}: cannot decode audio" in err and "1 of 3 files could not be labelled" in err
+    assert main(["predict", str(model_dir), str(good), str(bad), str(good2), "--json"]) == 1
+    results = json.loads(capsys.readouterr().out)
+    assert [r.get("label") for r in results] == ["a", None, "c"]
+    assert results[1]["file"] == str(bad) and "cannot decode audio" in results[1]["error"]
+    assert main(["predict", str(model_dir), str(good), str(good2)]) == 0
+
+
+@pytest.mark.parametrize(("fmt", "subtype"), [("WAV", "PCM_16"), ("WAV", "FLOAT"), ("RF64", "PCM_24")])
+def test_truncated_wav_is_an_error_naming_the_file(tmp_path, fmt, subtype):
+    path = _tone(tmp_path / "clip.wav", 440, seconds=0.5, format=fmt, subtype=subtype)
+    assert load_audio(path)[0].shape == (SR // 2,)
+    _truncate(path)
+    with pytest.raises(AudioError) as e:
+        load_audio(path)
+    msg = str(e.value)
+    assert msg.startswith(f"{path}: truncated WAV file: its header declares {SR // 2} frames")
+    assert "the file was cut short" in msg
+
+
+def test_wav_with_a_chunk_after_the_data_is_not_truncated(tmp_path):
+    path = _tone(tmp_path / "clip.wav", 440)
+    data = bytearray(path.read_bytes()) + b"LIST\x04\x00\x00\x00INFO"
+    data[4:8] = (len(data) - 8).to_bytes(4, "little")
+    path.write_bytes(bytes(data))
+    assert load_audio(path)[0].shape == (SR // 4,)
+
+
+def test_unreadable_file_is_a_permission_error(model_dir, tmp_path, monkeypatch, capsys):
+    path = _tone(tmp_path / "locked.wav", 440)
+    path.chmod(0)
+    if os.access(path, os.R_OK):  # root reads anything: fail open() the way the OS does for others
+
+        def deny(file, *args, **kwargs):
+            raise PermissionError(errno.EACCES, "Permission denied", str(file))
+
+        monkeypatch.setattr(jsuff.audio, "open", deny, raising=False)
+    with pytest.raises(AudioError) as e:
+        load_audio(path)
+    assert str(e.value).startswith(f"{path}: permission denied") and "decode" not in str(e.value)
+    assert main(["predict", str(model_dir), str(path)]) == 1
+    assert f"{path}: permission denied" in capsys.readouterr().err
+
