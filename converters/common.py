@@ -107,17 +107,23 @@ def read_state_dict(path: str | Path) -> dict[str, np.ndarray]:
     """Read a PyTorch state_dict as float32/int numpy arrays.
 
     ``.safetensors`` is read with ``safetensors.numpy`` (no torch). ``.bin``/``.pth``/``.pt`` use
-    ``torch.load(weights_only=True)``; a checkpoint that wraps its state_dict under ``"model"`` or
-    ``"state_dict"`` is unwrapped. ``num_batches_tracked`` counters are dropped.
+    ``torch.load(weights_only=True)``, which unpickles tensors and containers only; a checkpoint
+    that wraps its state_dict under ``"model"`` or ``"state_dict"`` is unwrapped. A TorchScript
+    archive gives its module's parameters and buffers, read as data: its code never runs
+    (:mod:`converters._torchscript`). ``num_batches_tracked`` counters are dropped.
     """
     path = Path(path)
     if not path.is_file():
         raise ConversionError(f"checkpoint file not found: {path}")
+    from converters._torchscript import is_torchscript, read_torchscript
+
     try:
         if path.suffix == ".safetensors":
             from safetensors.numpy import load_file
 
             raw: Mapping[str, Any] = load_file(str(path))
+        elif is_torchscript(path):  # torch.load would refuse it (weights_only), jit.load would run it
+            raw = read_torchscript(path)
         else:
             import torch
 

@@ -10,6 +10,9 @@ Sources:
   issue snakers4/silero-vad#768), so the two give different probabilities;
 * a path to either kind of file.
 
+The ``.jit`` file is read as data (:mod:`converters._torchscript`), never with
+``torch.jit.load``, which would run the code inside a user's file.
+
 An optional ``--config`` JSON overrides the clip rule (:class:`jsuff.models.silero.SileroConfig`).
 """
 
@@ -58,23 +61,13 @@ def pointwise(w: np.ndarray) -> np.ndarray:
     return linear(w[..., 0])
 
 
-def _read_jit(path: Path) -> dict[str, np.ndarray]:
-    import torch
-
-    try:
-        module = torch.jit.load(str(path), map_location="cpu")
-    except Exception as e:  # a corrupt or foreign file raises many types
-        raise ConversionError(f"cannot read TorchScript model {path}: {type(e).__name__}: {e}") from None
-    sd = {k: v.detach().float().numpy() for k, v in module.state_dict().items()}
-    if not any(k.startswith("_model.") for k in sd):
-        raise ConversionError(f"{path} is not a silero-vad TorchScript model (no '_model.' keys)")
-    return sd
-
-
 def read_silero(path: Path) -> dict[str, np.ndarray]:
     """The 16 kHz network's tensors from a ``.jit`` or ``.safetensors`` file, named as in the jit."""
     if path.suffix == ".jit":
-        raw = _read_jit(path)
+        # read as data (converters/_torchscript.py): torch.jit.load would run the file's code
+        raw = read_state_dict(path)
+        if not any(k.startswith("_model.") for k in raw):
+            raise ConversionError(f"{path} is not a silero-vad TorchScript model (no '_model.' keys)")
         # "_model_8k." is the 8 kHz network, which is not ported.
         sd = {k[len("_model.") :]: v for k, v in raw.items() if k.startswith("_model.")}
     else:

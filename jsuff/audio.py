@@ -1,10 +1,14 @@
 """Audio in and out: files to float32 mono arrays at a chosen rate, with one clear error type.
 
 Everything that reads or checks audio raises :class:`AudioError` (a ``ValueError``) whose message
-names the file or array and the problem: missing, empty, undecodable, zero-length, non-finite.
+names the file or array and the problem: missing, unreadable (permissions), empty, truncated,
+undecodable, zero-length, non-finite.
 
 * :func:`load_audio` reads wav/flac/ogg/mp3 with ``soundfile`` (integer PCM is scaled to [-1, 1)
-  by the decoder), downmixes to mono by averaging channels and resamples on request.
+  by the decoder), downmixes to mono by averaging channels and resamples on request. A WAV file
+  whose data chunk is shorter than its header declares (a cut-short copy or download) is refused:
+  libsndfile would silently return the samples that are there, and a study would analyse a clip
+  that is not the recording.
 * :func:`validate_waveform` checks an in-memory array the same way and returns it as float32.
 * :func:`resample` changes the rate along the last axis (``soxr``, librosa's resampler, called
   directly: importing librosa costs seconds).
@@ -22,6 +26,8 @@ Example:
 from __future__ import annotations
 
 import os
+import stat
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -105,6 +111,40 @@ def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     return np.ascontiguousarray(y, dtype=np.float32)
 
 
+def _wav_shortfall(f, size: int) -> str | None:
+    """Why a RIFF/RIFX/RF64 WAV file is truncated (its data chunk runs past the end), else ``None``.
+
+    Other formats, and WAVs whose data size is a streaming placeholder (0 or 0xFFFFFFFF), give
+    ``None``: libsndfile judges those.
+    """
+    head = f.read(12)
+    if len(head) < 12 or head[:4] not in (b"RIFF", b"RIFX", b"RF64") or head[8:12] != b"WAVE":
+        return None
+    endian = ">" if head[:4] == b"RIFX" else "<"
+    pos, block_align, ds64_size = 12, 0, None
+    while pos + 8 <= size:
+        f.seek(pos)
+        cid, csize = struct.unpack(endian + "4sI", f.read(8))
+        body = f.read(16)  # the start of the chunk; shorter at the end of the file
+        if cid == b"ds64" and len(body) == 16:  # RF64: the real sizes are 64-bit, here
+            ds64_size = struct.unpack("<QQ", body)[1]
+        elif cid == b"fmt " and len(body) >= 14:
+            block_align = struct.unpack(endian + "HHIIH", body[:14])[4]
+        elif cid == b"data":
+            declared = ds64_size if (head[:4] == b"RF64" and csize == 0xFFFFFFFF and ds64_size) else csize
+            present = size - (pos + 8)
+            if declared in (0, 0xFFFFFFFF) or declared <= present:
+                return None
+            if block_align:
+                return (
+                    f"its header declares {declared // block_align} frames ({declared} bytes) of audio but the "
+                    f"file holds only {present // block_align}"
+                )
+            return f"its header declares {declared} bytes of audio but the file holds only {present}"
+        pos += 8 + csize + (csize & 1)  # chunks are padded to an even size
+    return None
+
+
 def load_audio(path: str | os.PathLike, sample_rate: int | None = None) -> tuple[np.ndarray, int]:
     """Read an audio file as float32 mono, resampled to ``sample_rate`` when given.
 
@@ -116,8 +156,9 @@ def load_audio(path: str | os.PathLike, sample_rate: int | None = None) -> tuple
         ``(waveform[T], rate)``.
 
     Raises:
-        AudioError: the file is missing, empty, cannot be decoded, has no samples or has
-            non-finite samples. The message names the file.
+        AudioError: the file is missing, unreadable, empty, truncated (a WAV whose data chunk is
+            shorter than its header says), cannot be decoded, has no samples or has non-finite
+            samples. The message names the file.
 
     Example:
         >>> try:
@@ -129,12 +170,22 @@ def load_audio(path: str | os.PathLike, sample_rate: int | None = None) -> tuple
     import soundfile as sf
 
     p = Path(path)
-    if not p.exists():
-        raise AudioError(f"{p}: file not found")
-    if not p.is_file():
-        raise AudioError(f"{p}: not a regular file")
-    if p.stat().st_size == 0:
-        raise AudioError(f"{p}: file is empty (0 bytes)")
+    try:
+        info = p.stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise AudioError(f"{p}: not a regular file")
+        if info.st_size == 0:
+            raise AudioError(f"{p}: file is empty (0 bytes)")
+        with open(p, "rb") as f:  # opened here so that an unreadable file is reported as such
+            short = _wav_shortfall(f, info.st_size)
+    except FileNotFoundError:
+        raise AudioError(f"{p}: file not found") from None
+    except PermissionError:
+        raise AudioError(f"{p}: permission denied (this user may not read the file or a folder above it)") from None
+    except OSError as e:
+        raise AudioError(f"{p}: cannot read the file ({e.strerror or e})") from None
+    if short is not None:
+        raise AudioError(f"{p}: truncated WAV file: {short}; the file was cut short (re-copy or re-export it)")
     try:
         data, sr = sf.read(str(p), dtype="float32", always_2d=True)
     except Exception as e:  # libsndfile reports many kinds of failure; the user needs the reason

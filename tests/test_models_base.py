@@ -95,6 +95,6 @@ def test_load_model_errors(tmp_path):
 
 
 def test_model_call_is_jitted_and_batch_first():
-    m = build_model("test_tiny", {"n": 4}, sample_rate=8000, labels="abc")
+    m = build_model("test_tiny", {"n": 4}, sample_rate=8000, labels="abc", input=InputPolicy(4))
     out = m(jnp.ones((5, 4)))
     assert out.shape == (5, 3)

@@ -1,6 +1,7 @@
 """silero_vad port vs the silero-vad package's own TorchScript model (skips when not installed)."""
 
 import importlib.util
+import shutil
 from pathlib import Path
 
 import jax
@@ -120,3 +121,22 @@ def test_bad_sources(tmp_path):
     bad.write_bytes(b"not a model")
     with pytest.raises(ConversionError, match="silero_vad_bad.jit"):
         convert(bad, None)
+
+
+def test_jit_is_read_as_data_like_torch_jit_load(tmp_path, model):
+    from flax import nnx
+
+    from converters._torchscript import read_torchscript
+    from jsuff.models.base import flatten
+
+    ours = read_torchscript(DATA / "silero_vad.jit")
+    theirs = torch.jit.load(str(DATA / "silero_vad.jit")).state_dict()  # the package's own file
+    assert list(ours) == list(theirs)
+    for k, v in theirs.items():
+        np.testing.assert_array_equal(ours[k], v.numpy(), err_msg=k)
+    # a user's copy converts like the shipped file, without being executed
+    copy = tmp_path / "silero_vad_copy.jit"
+    shutil.copyfile(DATA / "silero_vad.jit", copy)
+    converted = convert(copy, None)
+    a, b = (flatten(nnx.to_pure_dict(m.params)) for m in (model, converted))
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)

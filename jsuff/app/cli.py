@@ -3,6 +3,7 @@
 Each subcommand is a pair ``_add_<name>(subparsers)`` / ``_cmd_<name>(args) -> int`` listed in
 ``_COMMANDS``. Errors that jsuff raises for bad input (``ModelError``, ``AudioError`` ...) are
 printed as one line on stderr with exit code 2; anything else is a bug and keeps its traceback.
+``predict`` reports a bad file per file and goes on with the others (exit code 1 if any failed).
 """
 
 from __future__ import annotations
@@ -147,44 +148,62 @@ _PREDICT_BATCH = 16
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("predict", help="label audio files with a jsuff model directory")
+    p = sub.add_parser(
+        "predict",
+        help="label audio files with a jsuff model directory",
+        description="Label each audio file. A file that cannot be read is reported on stderr (with "
+        "--json, as an entry with an 'error'); the others are still labelled, and the exit code "
+        "is 1 when any file failed.",
+    )
     p.add_argument("model", type=Path, help="a jsuff model directory (see `jsuff convert`)")
     p.add_argument("audio", type=Path, nargs="+", help="audio files")
-    p.add_argument("--json", action="store_true", help="print a JSON list of {file, label, logits}")
+    p.add_argument("--json", action="store_true", help="print a JSON list of {file, label, logits} or {file, error}")
     p.set_defaults(func=_cmd_predict)
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from jsuff.audio import AudioError, load_audio
     from jsuff.models import load_model
+    from jsuff.models.base import ModelError
 
     model = load_model(args.model)  # a bad directory fails before any audio is read
-    from jsuff.audio import load_audio
-
-    clips = []
-    for path in args.audio:
-        x, sr = load_audio(path, model.sample_rate)
-        clips.append(model.prepare(x, sr))
+    clips: dict[int, np.ndarray] = {}
+    errors: dict[int, str] = {}
+    for i, path in enumerate(args.audio):
+        try:
+            x, sr = load_audio(path, model.sample_rate)
+            clips[i] = model.prepare(x, sr)
+        except AudioError as e:  # its message names the file
+            errors[i] = str(e)
+        except ModelError as e:
+            errors[i] = f"{path}: {e}"
     by_length: dict[int, list[int]] = {}
-    for i, clip in enumerate(clips):
+    for i, clip in clips.items():
         by_length.setdefault(clip.shape[-1], []).append(i)
-    logits: list[np.ndarray] = [np.empty(0)] * len(clips)
+    logits: dict[int, np.ndarray] = {}
     for indices in by_length.values():
         for start in range(0, len(indices), _PREDICT_BATCH):
             chunk = indices[start : start + _PREDICT_BATCH]
             out = np.asarray(model(np.stack([clips[i] for i in chunk])))
-            for i, row in zip(chunk, out):
-                logits[i] = row
+            logits.update(zip(chunk, out))
     results = [
-        {"file": str(path), "label": model.labels[int(np.argmax(row))], "logits": [float(v) for v in row]}
-        for path, row in zip(args.audio, logits)
+        {"file": str(path), "error": errors[i]}
+        if i in errors
+        else {"file": str(path), "label": model.labels[int(np.argmax(logits[i]))], "logits": logits[i].tolist()}
+        for i, path in enumerate(args.audio)
     ]
     if args.json:
         print(json.dumps(results, indent=2))
-    else:
-        for r in results:
+    for r in results:
+        if "error" in r:
+            print(f"jsuff: error: {r['error']}", file=sys.stderr)
+        elif not args.json:
             print(f"{r['file']}\t{r['label']}\t" + " ".join(f"{v:.4f}" for v in r["logits"]))
+    if errors:
+        print(f"jsuff: {len(errors)} of {len(results)} files could not be labelled", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -12,6 +12,13 @@ on disk is ``model.json`` (architecture, config, labels, sample rate, input poli
 plus ``params/`` (an orbax checkpoint of the module's pure-dict state). :func:`save_model` writes
 one atomically and :func:`load_model` reads it back.
 
+A model directory is user input when it is loaded, so :func:`load_model` checks it before use:
+``labels`` must be a list of distinct strings, one per output of the model; every parameter must
+be finite (also checked when a model is built from converted weights and when it is saved); and
+the SHA-256 of every file under ``params/``, recorded in ``model.json`` (``params_sha256``) when it
+was saved, must match, so a corrupted file is named instead of loaded. Directories written before
+checksums were recorded (``format_version`` 1) still load, with a warning that says how to add one.
+
 Example:
     >>> import jax.numpy as jnp
     >>> m = Model.from_function(lambda p, x: x[:, :2] * p, jnp.float32(1.0), sample_rate=16000,
@@ -26,8 +33,9 @@ import dataclasses
 import hashlib
 import json
 import os
+import secrets
 import shutil
-import tempfile
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,7 +48,8 @@ from flax import nnx
 Params = Any
 ApplyFn = Callable[[Params, jax.Array], jax.Array]
 
-FORMAT_VERSION = 1
+# 2: model.json records params_sha256. Version 1 directories (no checksum) still load.
+FORMAT_VERSION = 2
 MODEL_JSON = "model.json"
 PARAMS_DIR = "params"
 
@@ -302,16 +311,21 @@ def build_model(
         module = nnx.eval_shape(lambda: spec.build(config, nnx.Rngs(seed)))
         graphdef, state = nnx.split(module)
         pure = nnx.to_pure_dict(state)
-        check_params(flatten(pure), flat_params, what=f"parameters for {arch}")
+        files = [f["path"] for f in (source or {}).get("files", []) if isinstance(f, Mapping) and "path" in f]
+        what = f"parameters for {arch}" + (f" (from {', '.join(files)})" if files else "")
+        check_params(flatten(pure), flat_params, what=what)
+        check_finite(flat_params, what=what)
         arrays = unflatten_like(
             {k: jnp.asarray(np.asarray(v), dtype=flatten(pure)[k].dtype) for k, v in flat_params.items()},
             pure,
         )
         nnx.replace_by_pure_dict(state, arrays)
         module = nnx.merge(graphdef, state)
-    return Model.from_module(
+    model = Model.from_module(
         module, arch=arch, config=config, sample_rate=sample_rate, labels=labels, input=input, source=source
     )
+    check_labels(model, what=f"labels for {arch}")
+    return model
 
 
 def check_params(expected: Mapping[str, Any], got: Mapping[str, Any], *, what: str) -> None:
@@ -334,6 +348,68 @@ def check_params(expected: Mapping[str, Any], got: Mapping[str, Any], *, what: s
         raise ModelError("\n".join(parts))
 
 
+def check_finite(flat: Mapping[str, Any], *, what: str) -> None:
+    """Raise one :class:`ModelError` naming every tensor of ``flat`` that holds NaN or Inf.
+
+    Example:
+        >>> check_finite({"w": np.array([1.0, np.nan])}, what="demo")
+        Traceback (most recent call last):
+        ...
+        jsuff.models.base.ModelError: demo: non-finite weights in 1 tensor: w (1 NaN of 2 values)
+    """
+    bad = []
+    for key in sorted(flat):
+        a = np.asarray(flat[key])
+        if not jnp.issubdtype(a.dtype, jnp.inexact):
+            continue
+        a = a.astype(np.float64) if a.dtype.itemsize < 4 else a  # bfloat16/float16 via float64
+        if not np.isfinite(a).all():
+            nan, inf = int(np.isnan(a).sum()), int(np.isinf(a).sum())
+            kinds = " and ".join(f"{n} {k}" for n, k in ((nan, "NaN"), (inf, "Inf")) if n)
+            bad.append(f"{key} ({kinds} of {a.size} values)")
+    if bad:
+        raise ModelError(f"{what}: non-finite weights in {len(bad)} tensor{'s' * (len(bad) > 1)}: " + "; ".join(bad))
+
+
+def num_outputs(model: Model) -> int:
+    """The number of logits ``model.apply`` returns per clip, found by tracing it (no compute).
+
+    The probe clip is ``model.input.length`` samples; for a model that takes any length, the
+    shortest of 1, 4 and 30 seconds that it accepts (some need a few seconds, e.g. javad's windows).
+    """
+    lengths = [model.input.length] if model.input.length else [model.sample_rate * s for s in (1, 4, 30)]
+    for length in lengths:
+        try:
+            out = jax.eval_shape(model.apply, model.params, jax.ShapeDtypeStruct((1, length), jnp.float32))
+            break
+        except Exception as e:  # a clip too short for it, or a config it cannot trace
+            error = f"{type(e).__name__}: {e}"
+    else:
+        raise ModelError(f"cannot trace {model.arch} on a [1, {length}] clip to count its outputs: {error}")
+    if len(getattr(out, "shape", ())) != 2 or out.shape[0] != 1:
+        raise ModelError(f"{model.arch} returns {getattr(out, 'shape', type(out).__name__)} for one clip, not [1, C]")
+    return int(out.shape[1])
+
+
+def check_labels(model: Model, *, what: str) -> None:
+    """Labels are distinct strings, one per output of the model; else a :class:`ModelError`."""
+    labels = model.labels
+    not_str = [f"{i} ({type(v).__name__} {v!r})" for i, v in enumerate(labels) if not isinstance(v, str)]
+    if not_str:
+        raise ModelError(f"{what}: labels must be strings; not a string: label " + ", ".join(not_str))
+    seen: dict[str, list[int]] = {}
+    for i, v in enumerate(labels):
+        seen.setdefault(v, []).append(i)
+    dup = [f"{v!r} (at {', '.join(map(str, at))})" for v, at in seen.items() if len(at) > 1]
+    if dup:
+        raise ModelError(f"{what}: duplicate labels " + ", ".join(dup) + "; each output needs its own name")
+    n = num_outputs(model)
+    if len(labels) != n:
+        raise ModelError(
+            f"{what}: {len(labels)} labels for a model with {n} outputs; the labels must name every output, in order"
+        )
+
+
 # ----------------------------------------------------------------------------------------------
 # Model directories
 # ----------------------------------------------------------------------------------------------
@@ -347,11 +423,55 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def _new_dir(parent: Path, prefix: str) -> Path:
+    """A fresh, uniquely named directory under ``parent``, with the permissions the umask gives.
+
+    ``tempfile.mkdtemp`` would make it 0700 whatever the umask, and the model directory it becomes
+    would keep that mode.
+    """
+    for _ in range(100):
+        path = parent / f"{prefix}{secrets.token_hex(6)}"
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        return path
+    raise ModelError(f"cannot create a temporary directory in {parent}")
+
+
+def _params_checksums(params_dir: Path) -> dict[str, str]:
+    """SHA-256 of every file under ``params_dir``, keyed by its POSIX path relative to it."""
+    return {
+        p.relative_to(params_dir).as_posix(): sha256_file(p) for p in sorted(params_dir.rglob("*")) if p.is_file()
+    }
+
+
+def _verify_checksums(root: Path, recorded: Any, meta_path: Path) -> None:
+    params_dir = root / PARAMS_DIR
+    if not isinstance(recorded, Mapping) or not all(isinstance(v, str) for v in recorded.values()):
+        raise ModelError(f"{meta_path}: 'params_sha256' must map file names to SHA-256 hex digests")
+    present = {p.relative_to(params_dir).as_posix() for p in params_dir.rglob("*") if p.is_file()}
+    missing = sorted(set(recorded) - present)
+    extra = sorted(f for f in present - set(recorded) if not f.rsplit("/", 1)[-1].startswith("."))
+    changed = sorted(f for f in set(recorded) & present if sha256_file(params_dir / f) != recorded[f])
+    if missing or extra or changed:
+        parts = [f"{params_dir} is corrupt: its files do not match the checksums in {meta_path}"]
+        if changed:
+            parts.append("  changed since the model was saved: " + ", ".join(str(params_dir / f) for f in changed))
+        if missing:
+            parts.append("  missing: " + ", ".join(str(params_dir / f) for f in missing))
+        if extra:
+            parts.append("  not written with the model: " + ", ".join(str(params_dir / f) for f in extra))
+        parts.append("  re-convert or re-save the model, or restore the directory from a copy")
+        raise ModelError("\n".join(parts))
+
+
 def save_model(model: Model, dest: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Write ``model`` as a model directory, atomically: ``dest`` appears complete or not at all.
 
     Only models built from a registered architecture can be saved (``load_model`` must be able
-    to rebuild the module from ``model.json``).
+    to rebuild the module from ``model.json``). The parameters must be finite; ``model.json``
+    records the SHA-256 of every parameter file, which :func:`load_model` verifies.
     """
     import orbax.checkpoint as ocp
 
@@ -359,9 +479,15 @@ def save_model(model: Model, dest: str | os.PathLike, *, overwrite: bool = False
     get_architecture(model.arch)  # fail before writing anything
     if dest.exists() and not overwrite:
         raise ModelError(f"{dest} already exists (pass overwrite=True to replace it)")
+    pure = nnx.to_pure_dict(model.params)
+    check_finite(flatten(pure), what=f"cannot save {dest}")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    tmp = _new_dir(dest.parent, f".{dest.name}.")
     try:
+        ckpt = ocp.StandardCheckpointer()
+        ckpt.save(tmp / PARAMS_DIR, pure)
+        ckpt.wait_until_finished()
+        ckpt.close()
         meta = {
             "format_version": FORMAT_VERSION,
             "arch": model.arch,
@@ -370,13 +496,9 @@ def save_model(model: Model, dest: str | os.PathLike, *, overwrite: bool = False
             "sample_rate": model.sample_rate,
             "input": model.input.to_json(),
             "source": dict(model.source),
+            "params_sha256": _params_checksums(tmp / PARAMS_DIR),
         }
         (tmp / MODEL_JSON).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-        pure = nnx.to_pure_dict(model.params)
-        ckpt = ocp.StandardCheckpointer()
-        ckpt.save(tmp / PARAMS_DIR, pure)
-        ckpt.wait_until_finished()
-        ckpt.close()
         if dest.exists():
             shutil.rmtree(dest)
         os.replace(tmp, dest)
@@ -386,45 +508,91 @@ def save_model(model: Model, dest: str | os.PathLike, *, overwrite: bool = False
     return dest
 
 
-def load_model(path: str | os.PathLike) -> Model:
-    """Load a model directory written by :func:`save_model` or ``jsuff convert``.
-
-    Raises:
-        ModelError: the directory, its ``model.json`` or its parameters are missing or unusable.
-    """
-    import orbax.checkpoint as ocp
-
-    root = Path(path).absolute()
+def _read_meta(root: Path) -> dict[str, Any]:
+    """``model.json`` of ``root``, with every field's type checked (the file is user input)."""
     meta_path = root / MODEL_JSON
     if not meta_path.is_file():
         raise ModelError(f"{root} is not a jsuff model directory (no {MODEL_JSON})")
     try:
         meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ModelError(f"{meta_path} is not valid JSON: {e}") from None
+    if not isinstance(meta, dict):
+        raise ModelError(f"{meta_path} must hold a JSON object, got {type(meta).__name__}")
     for key in ("arch", "config", "labels", "sample_rate"):
         if key not in meta:
             raise ModelError(f"{meta_path} lacks the field {key!r}")
+    version = meta.get("format_version", 1)
+    expected = {
+        "arch": (str, "a string"),
+        "config": (dict, "an object"),
+        "labels": (list, "a list of strings, one per output"),
+        "input": (dict, "an object"),
+        "source": (dict, "an object"),
+        "format_version": (int, "an integer"),
+    }
+    for key, (kind, text) in expected.items():
+        if key in meta and (not isinstance(meta[key], kind) or isinstance(meta[key], bool)):
+            raise ModelError(f"{meta_path}: {key!r} must be {text}, got {type(meta[key]).__name__} {meta[key]!r:.60}")
+    rate = meta["sample_rate"]
+    if not isinstance(rate, int) or isinstance(rate, bool) or rate <= 0:
+        raise ModelError(f"{meta_path}: 'sample_rate' must be a positive integer (Hz), got {rate!r:.60}")
+    if version > FORMAT_VERSION:
+        raise ModelError(
+            f"{meta_path} has format_version {version}; this jsuff reads up to {FORMAT_VERSION} (upgrade jsuff)"
+        )
+    if version >= 2 and "params_sha256" not in meta:
+        raise ModelError(f"{meta_path} (format_version {version}) lacks 'params_sha256'; the file was altered")
+    return meta
+
+
+def load_model(path: str | os.PathLike) -> Model:
+    """Load a model directory written by :func:`save_model` or ``jsuff convert``.
+
+    Raises:
+        ModelError: the directory, its ``model.json`` or its parameters are missing or unusable:
+            labels that are not distinct strings naming every output, a parameter file whose
+            checksum differs from the recorded one, non-finite weights. The message names the file.
+    """
+    import orbax.checkpoint as ocp
+
+    root = Path(path).absolute()
+    meta = _read_meta(root)
+    meta_path = root / MODEL_JSON
     spec = get_architecture(meta["arch"])
     config = meta["config"]
+    try:
+        policy = InputPolicy(**meta.get("input", {}))
+    except (TypeError, ModelError) as e:  # unknown keys, bad values
+        raise ModelError(f"{meta_path}: bad 'input' {meta['input']!r}: {e}") from None
     module = nnx.eval_shape(lambda: spec.build(config, nnx.Rngs(0)))
     graphdef, state = nnx.split(module)
-    target = nnx.to_pure_dict(state)
+
+    def as_model(state: nnx.State) -> Model:
+        return Model.from_module(
+            nnx.merge(graphdef, state), arch=meta["arch"], config=config, sample_rate=meta["sample_rate"],
+            labels=meta["labels"], input=policy, source=meta.get("source", {}),
+        )
+
+    check_labels(as_model(state), what=str(meta_path))  # on shapes alone, before reading any weight
     if not (root / PARAMS_DIR).is_dir():
         raise ModelError(f"{root} has no {PARAMS_DIR}/ checkpoint")
+    if "params_sha256" in meta:
+        _verify_checksums(root, meta["params_sha256"], meta_path)
+    else:
+        warnings.warn(
+            f"{root} records no checksum of its parameters (written before jsuff recorded them), so "
+            "corruption cannot be detected; add one by re-saving it: "
+            "jsuff.models.save_model(jsuff.load_model(p), p, overwrite=True)",
+            UserWarning,
+            stacklevel=2,
+        )
     try:
         ckpt = ocp.StandardCheckpointer()
-        restored = ckpt.restore(root / PARAMS_DIR, target)
+        restored = ckpt.restore(root / PARAMS_DIR, nnx.to_pure_dict(state))
         ckpt.close()
     except Exception as e:  # orbax raises many types; the user needs the path and the reason
         raise ModelError(f"cannot read parameters from {root / PARAMS_DIR}: {e}") from None
+    check_finite(flatten(restored), what=str(root / PARAMS_DIR))
     nnx.replace_by_pure_dict(state, restored)
-    return Model.from_module(
-        nnx.merge(graphdef, state),
-        arch=meta["arch"],
-        config=config,
-        sample_rate=int(meta["sample_rate"]),
-        labels=meta["labels"],
-        input=InputPolicy(**meta.get("input", {})),
-        source=meta.get("source", {}),
-    )
+    return as_model(state)
