@@ -24,10 +24,10 @@ from flax import nnx
 
 import jsuff.audio
 from jsuff.audio import AudioError, load_audio
-from jsuff.cli import main
+from jsuff.app.cli import main
 from jsuff.models import base
 from jsuff.models.base import InputPolicy, ModelError, build_model, load_model, save_model
-from jsuff.zoo import ZOO_DIR, read_zoo_json
+from jsuff.app.zoo import ZOO_DIR, read_zoo_json
 
 try:
     import torch
