@@ -224,7 +224,7 @@ def views_and_logits(draw):
     return c, groups, logits
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(views_and_logits())
 def test_random_views_match_numpy(case):
     c, groups, logits = case
@@ -234,7 +234,7 @@ def test_random_views_match_numpy(case):
     view = LabelView.from_toml({"classes": list(classes), "map": {"m": table}})
     mv = view.resolve("m", labels)
     ref = reference_scores(logits, labels, mv.tags)
-    got = np.asarray(jax.jit(class_scores)(jnp.asarray(logits), jnp.asarray(mv.index)))
+    got = np.asarray(class_scores(jnp.asarray(logits), jnp.asarray(mv.index)))  # jit: see below
     np.testing.assert_array_equal(got, ref)
     # second reference: the class of the largest mapped logit
     mapped = np.full(c, -1)
