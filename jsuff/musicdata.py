@@ -83,6 +83,10 @@ class MusicDataError(ValueError):
     """A package that is missing, has no usable music, or an excerpt that fails its check."""
 
 
+class _TooShort(MusicDataError):
+    """A track that ends before the excerpt does (its header overstated its length)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Source:
     """One Debian package of the recipe.
@@ -280,18 +284,20 @@ def read_excerpt(track: Track, offset: float, seconds: float) -> np.ndarray:
     start = max(0, int(round(offset * sr)) - pad)
     lead = int(round(offset * sr)) - start
     frames = lead + int(round(seconds * sr)) + pad
-    mix = None
+    mono = None
     for p in track.files:
-        with sf.SoundFile(str(p)) as f:
-            f.seek(start)
-            x = f.read(frames, dtype="float32", always_2d=True)
-        mix = x if mix is None else mix[: len(x)] + x[: len(mix)]
-    mono = mix.mean(axis=1, dtype=np.float32)
+        try:
+            with sf.SoundFile(str(p)) as f:
+                f.seek(start)
+                x = f.read(frames, dtype="float32", always_2d=True).mean(axis=1, dtype=np.float32)
+        except Exception as e:  # libsndfile's errors vary; the file and reason are what matter
+            raise MusicDataError(f"{p}: cannot decode at {offset:.2f} s ({type(e).__name__}: {e})") from None
+        mono = x if mono is None else mono[: len(x)] + x[: len(mono)]
     y = resample(mono, sr, SAMPLE_RATE)
     first = int(round(lead * SAMPLE_RATE / sr))
     n = int(round(seconds * SAMPLE_RATE))
     if len(y) < first + n:
-        raise MusicDataError(f"{track.files[0]}: fewer than {seconds} s after {offset:.2f} s")
+        raise _TooShort(f"{track.files[0]}: fewer than {seconds} s after {offset:.2f} s")
     return np.ascontiguousarray(y[first : first + n])
 
 
@@ -475,7 +481,7 @@ def _take(tracks: Sequence[Track], n: int, seconds: float) -> list[tuple[Track, 
                 t, o = q.pop(0)
                 try:
                     x = read_excerpt(t, o, seconds)
-                except MusicDataError:
+                except _TooShort:
                     continue
                 if rms_dbfs(x) >= SILENCE_DBFS:
                     taken.append((t, o, x))
