@@ -1,4 +1,4 @@
-"""Excerpts of real recorded music from Debian soundtrack packages (jsuff.musicdata).
+"""Excerpts of real recorded music from Debian soundtrack packages (jsuff.app.musicdata).
 
 Most tests build a fake dpkg database in a temporary folder (a status file, ``info/*.list`` and
 OGG Vorbis files written by libsndfile), so they run anywhere. One test uses a real package,
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from jsuff import musicdata as md
+from jsuff.app import musicdata as md
 from jsuff.audio import load_audio
 from jsuff.labels import LabelView
 from jsuff.models.musicnn import MIN_SAMPLES, headroom, log_mel

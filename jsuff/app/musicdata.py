@@ -36,9 +36,9 @@ sometimes ``rhythm.ogg``), which the game plays together; they are summed before
 
 Command line (the ``jsuff`` CLI will wrap these)::
 
-    python -m jsuff.musicdata sources                 # the recipe, what is installed, apt-get line
-    python -m jsuff.musicdata build OUT [--per-genre 10] [--seconds 3.2] [--packages a,b]
-    python -m jsuff.musicdata check OUT --model MTT_musicnn=models/mtt_musicnn ...
+    python -m jsuff.app.musicdata sources                 # the recipe, what is installed, apt-get line
+    python -m jsuff.app.musicdata build OUT [--per-genre 10] [--seconds 3.2] [--packages a,b]
+    python -m jsuff.app.musicdata check OUT --model MTT_musicnn=models/mtt_musicnn ...
 
 ``check`` runs converted models on the excerpts through :func:`genre_view` and prints each
 model's accuracy against the manifest's labels and its confusion matrix.
@@ -637,7 +637,7 @@ def describe_sources(sources: Sequence[Source] = SOURCES, dpkg_root: Path = DPKG
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m jsuff.musicdata", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m jsuff.app.musicdata", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("sources", help="list the recipe's packages and what is installed")
     b = sub.add_parser("build", help="cut excerpts from installed soundtracks")
