@@ -213,7 +213,7 @@ _PAGE = _ENV.from_string("""<!DOCTYPE html><html lang='en'><head><meta charset='
 <title>jsuff report: {{ task }}</title><style>{{ css }}</style></head><body>
 <h1>jsuff study: {{ task }}</h1>
 <p>{{ n_models }} models × {{ n_clips }} clips. Labels: {{ labels | join(', ') }}.</p>
-{% if unknown %}<p class='note'>{{ unknown.values() | sum }} clip(s) have a class that no model has
+{% if unknown %}<p class='note'>{{ unknown.values() | sum }} clip(s) have {{ 'a label that is not a class of the label view' if view else 'a class that no model has' }}
 ({% for name, count in unknown.items() %}{{ name }}: {{ count }}{{ ', ' if not loop.last }}{% endfor %}):
 they have no true label and the tables use the clips of known classes.</p>{% endif %}
 {% if task_table %}<h2>Task summary</h2>{{ task_table }}{% endif %}
@@ -325,14 +325,32 @@ def _write_report(root: Path, arrays: StudyArrays, max_clips: int) -> Path:
         n_clips=len(arrays.paths),
         labels=arrays.label_names,
         unknown=unknown_classes([str(x) for x in clips["labels"]], arrays.label_names),
+        view="label_view" in meta,
         task_table=_table(tables["task"]) if "task" in tables else None,
         figures=[(title, _data_uri(png)) for _, title, png in figs],
-        tables=[(title, _table(tables[key])) for key, title in titled if key in tables],
+        tables=_view_tables(meta) + [(title, _table(tables[key])) for key, title in titled if key in tables],
         failures=failures,
         n_failures=n_failures,
         clips=Markup(clips_html),
     ))
     return page
+
+
+def label_view_frame(rows: Sequence[Mapping[str, Any]]) -> Any:
+    """The label view as a table: one row per class, one column per model, each cell the model's
+    outputs that stand for the class (``rows``: ``study.json``'s ``label_view``)."""
+    import pandas as pd
+
+    classes = list(dict.fromkeys(c for r in rows for c in r["classes"]))
+    body = [[c, *(", ".join(r["classes"].get(c, [])) for r in rows)] for c in classes]
+    return pd.DataFrame(body, columns=["class", *(str(r["model"]) for r in rows)])
+
+
+def _view_tables(meta: Mapping[str, Any]) -> list[tuple[str, Markup]]:
+    if not meta.get("label_view"):
+        return []
+    title = "Label view: the outputs of each model that stand for each class (a class's score is their max)"
+    return [(title, _table(label_view_frame(meta["label_view"])))]
 
 
 def _clip_sections(root: Path, out: Path, arrays: StudyArrays, meta: Mapping[str, Any], clips: np.ndarray,
@@ -462,8 +480,9 @@ def _data_notes(root: Path) -> list[str]:
         lines.append(f"{failed} data file(s) left out of the study: see {root / 'data' / 'failures.csv'}")
     unknown = summary.get("unknown_class_clips") or {}
     if unknown:
+        what = "a label that is not a class of the label view" if "label_view" in study_record(root) else "a class no model has"
         lines.append(
-            f"{sum(unknown.values())} clip(s) of a class no model has ("
+            f"{sum(unknown.values())} clip(s) of {what} ("
             + ", ".join(f"{c!r}: {k}" for c, k in unknown.items())
             + "): no true label; the tables use the clips of known classes"
         )

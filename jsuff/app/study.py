@@ -38,11 +38,15 @@ zeros once cut to ``duration`` or at some model's rate (nothing to explain), is 
 the console and in ``data/failures.csv``. A disk that fills up, a read-only folder or a damaged unit
 file stops the study with an error naming the file; everything finished before is kept.
 
-Labels across models: every model of a study must have the same set of label names (the task's
-classes); their order may differ and is mapped onto the first model's order. True labels are
-matched to those names; a clip whose label is not among them (a class no model has) has no true
-label (``-1``): the study completes, says how many clips of which classes, and the tables use
-the clips of known classes.
+Labels across models: a study's ``[labels]`` table (a :class:`jsuff.labels.LabelView`) declares the
+task's classes and, per model, which of its outputs stand for each class; every model is then seen
+through its view (:func:`jsuff.labels.view_model`: its scores are the max over each class's tags),
+so models with different label sets take part in one study, and every step (baselines, search,
+transfer labels) works on the task's classes. Without ``[labels]``, every model must have the same
+set of label names; their order may differ and is mapped onto the first model's order. True labels
+are matched to the classes; a clip whose label is not among them (a class no model has, or not a
+class of the view) has no true label (``-1``): the study completes, says how many clips of which
+classes, and the tables use the clips of known classes.
 
 Example:
     >>> from jsuff.app.study import load_config
@@ -80,6 +84,7 @@ from jsuff.audio import AudioError, load_audio, resample
 from jsuff.domains import _DOMAINS, FILLS, get_domain
 from jsuff.explain import Explanation, explain_many
 from jsuff.extract import MODES, ExtractConfig
+from jsuff.labels import LabelView, LabelViewError, ModelView, resolve_views, view_model
 from jsuff.models.base import _CROP_MODES, _PAD_MODES, InputPolicy, Model, ModelError, fit_length, load_model
 from jsuff.search import COMPUTE_DTYPES, SearchConfig, on_shards, replicate, resolve_axis
 
@@ -144,6 +149,7 @@ class StudyConfig:
     flat_earther_threshold: float = 3.5
     devices: int | None = None  # None: all visible devices
     out: str | None = None
+    labels: LabelView | None = None  # the [labels] table; None: all models share one label set
 
 
 # Ranges and choices of every config key, by table. The types come from the dataclasses themselves
@@ -228,6 +234,14 @@ class _ModelEntry(BaseModel):
     name: Annotated[str, Field(min_length=1)] | None = None
 
 
+class _LabelsTable(BaseModel):
+    """The types of ``[labels]``; :class:`jsuff.labels.LabelView` checks the rest (names, repeats)."""
+
+    model_config = _STRICT
+    classes: Annotated[list[str], Field(min_length=2)]
+    map: dict[str, dict[str, list[str]]] = {}
+
+
 def _table_or_name(v: Any) -> Any:
     return {"name": v} if isinstance(v, str) else v
 
@@ -241,16 +255,18 @@ _TABLE_SCHEMAS = {
     "data": _schema(DataConfig, "data"),
     "search": _schema(SearchConfig, "search"),
     "extract": _schema(ExtractConfig, "extract"),
+    "labels": _LabelsTable,
 }
 # the top-level keys come from StudyConfig; the tables and the model list have their own shapes
 _STUDY_SCHEMA = create_model(
     "study config",
-    __base__=_schema(StudyConfig, "study", skip=("models", "data", "search", "extract", "domain", "domain_options")),
+    __base__=_schema(StudyConfig, "study", skip=("models", "data", "search", "extract", "domain", "domain_options", "labels")),
     models=(Annotated[list[Annotated[_ModelEntry, BeforeValidator(_model_or_path)]], Field(min_length=1)], ...),
     data=(_TABLE_SCHEMAS["data"], ...),
     search=(_TABLE_SCHEMAS["search"], ...),
     extract=(_TABLE_SCHEMAS["extract"], ...),
     domain=(Annotated[dict[str, Any], BeforeValidator(_table_or_name)], {"name": "rfft"}),
+    labels=(_LabelsTable | None, None),
 )
 
 
@@ -269,6 +285,9 @@ def _toml_value(v: Any) -> str:
 def _where(loc: Sequence[Any]) -> str:
     """``[table] key`` for a pydantic error location (``key`` alone at the top level)."""
     loc = [str(x) for x in loc if not (isinstance(x, str) and x.startswith("function-"))]
+    if len(loc) > 2 and loc[:2] == ["labels", "map"]:  # [labels.map.NAME] class.0
+        table = ".".join(x if re.fullmatch(r"[A-Za-z0-9_-]+", x) else json.dumps(x) for x in loc[:3])
+        return f"[{table}]" + (f" {'.'.join(loc[3:])}" if len(loc) > 3 else "")
     if loc and loc[0] in (*_TABLE_SCHEMAS, "domain") and len(loc) > 1:
         return f"[{loc[0]}] {'.'.join(loc[1:])}"
     if loc and loc[0] == "models" and len(loc) > 1:
@@ -391,7 +410,7 @@ def config_from_dict(raw: Mapping[str, Any], base_dir: str | Path = ".") -> Stud
         data_raw["path"] = _resolve(base, data_raw["path"])
     data_raw["files"] = [_resolve(base, f) for f in data_raw["files"]]
     domain_name, domain_options = _validated_domain(v.domain)
-    top = {k: getattr(v, k) for k in _STUDY_SCHEMA.model_fields if k not in ("models", "data", "search", "extract", "domain")}
+    top = {k: getattr(v, k) for k in _STUDY_SCHEMA.model_fields if k not in ("models", "data", "search", "extract", "domain", "labels")}
     if top["out"] is not None:
         top["out"] = _resolve(base, top["out"])
     return StudyConfig(
@@ -401,8 +420,27 @@ def config_from_dict(raw: Mapping[str, Any], base_dir: str | Path = ".") -> Stud
         extract=_build(ExtractConfig, v.extract.model_dump(), "extract"),
         domain=domain_name,
         domain_options=domain_options,
+        labels=_label_view(v.labels, names),
         **top,
     )
+
+
+def _label_view(table: _LabelsTable | None, names: Sequence[str]) -> LabelView | None:
+    """The study's :class:`LabelView` from its type-checked ``[labels]`` table (what can be checked
+    without the models: names, repeats, tables for models the study does not have)."""
+    if table is None:
+        return None
+    try:
+        view = LabelView.from_toml(table.model_dump())
+        view.check_models(names)  # a study's name for a model: its 'name', or its folder's name
+    except LabelViewError as e:
+        raise StudyError(_labels_error(e)) from None
+    return view
+
+
+def _labels_error(e: LabelViewError) -> str:
+    msg = str(e)
+    return "study config: " + (msg if msg.startswith("[labels") else f"[labels] {msg}")
 
 
 def config_to_dict(cfg: StudyConfig) -> dict[str, Any]:
@@ -412,6 +450,7 @@ def config_to_dict(cfg: StudyConfig) -> dict[str, Any]:
     d["domain"] = {"name": cfg.domain, **dict(cfg.domain_options)}
     d["models"] = [{"name": m.name, "path": m.path} for m in cfg.models]
     d["data"]["files"] = list(cfg.data.files)
+    d["labels"] = cfg.labels.to_toml() if cfg.labels is not None else None
     return {k: v for k, v in d.items() if v is not None}
 
 
@@ -442,6 +481,11 @@ def load_config(path: str | Path) -> StudyConfig:
 def config_to_json(cfg: StudyConfig) -> dict[str, Any]:
     d = dataclasses.asdict(cfg)
     d.pop("out", None)
+    # the view as its TOML; absent without one, so studies without [labels] keep their fingerprint
+    if cfg.labels is None:
+        d.pop("labels")
+    else:
+        d["labels"] = cfg.labels.to_toml()
     return json.loads(json.dumps(d, default=str))
 
 
@@ -860,20 +904,6 @@ class StudyArrays:
     trivial: np.ndarray  # [M, N] bool: the empty signal already has f's label
 
 
-def _label_maps(models: Sequence[Model], names: Sequence[str]) -> tuple[tuple[str, ...], list[np.ndarray]]:
-    """The study's label order (the first model's) and, per model, its index -> study index map."""
-    ref = models[0].labels
-    maps = []
-    for m, name in zip(models, names, strict=True):
-        if sorted(m.labels) != sorted(ref) or len(set(m.labels)) != len(m.labels):
-            raise StudyError(
-                f"model {name!r} has labels {list(m.labels)}, but the study's first model has "
-                f"{list(ref)}: all models of a study must share one set of label names"
-            )
-        maps.append(np.asarray([ref.index(lbl) for lbl in m.labels], np.int32))
-    return tuple(ref), maps
-
-
 def _to_model_rate(x: np.ndarray, sr: int, model: Model) -> np.ndarray:
     y = resample(x, sr, model.sample_rate) if sr != model.sample_rate else x
     return fit_length(y, model.input).astype(np.float32)
@@ -920,7 +950,9 @@ def run_study(
             raise StudyError(f"model {spec.name!r} ({spec.path}) failed to load: {e}") from None
     names = [s.name for s in cfg.models]
     slugs = model_slugs(names)
-    label_names, maps = _label_maps(models, names)
+    views = _views(cfg, models, names)
+    models = [view_model(m, views[nm]) for m, nm in zip(models, names, strict=True)]  # class scores [B, K]
+    label_names = views[names[0]].classes
     domain = get_domain(cfg.domain, **dict(cfg.domain_options))
     if out_dir.exists() and not out_dir.is_dir():
         raise StudyError(f"--out {out_dir} is a file, not a directory")
@@ -929,7 +961,7 @@ def run_study(
     try:
         with folder_lock(out_dir, "jsuff study"):
             _check_out_dir(out_dir, cfg, resume)  # again: it may have changed before the lock
-            return _run_steps(cfg, out_dir, models, names, slugs, label_names, maps, domain, quiet, t0)
+            return _run_steps(cfg, out_dir, models, names, slugs, label_names, views, domain, quiet, t0)
     except FolderLockedError as e:
         raise StudyError(str(e)) from None
     except WriteError as e:
@@ -937,6 +969,15 @@ def run_study(
             f"{e.strerror}. Everything finished before is kept in {out_dir}: make room (or make it "
             "writable) and rerun with --resume to continue."
         ) from None
+
+
+def _views(cfg: StudyConfig, models: Sequence[Model], names: Sequence[str]) -> dict[str, ModelView]:
+    """Each model's view of the task's classes (:func:`jsuff.labels.resolve_views`): the study's
+    ``[labels]``, or without one the first model's labels, which every model must share."""
+    try:
+        return resolve_views(cfg.labels, {nm: m.labels for nm, m in zip(names, models, strict=True)})
+    except LabelViewError as e:
+        raise StudyError(_labels_error(e) if cfg.labels is not None else str(e)) from None
 
 
 def _read_study_json(meta_path: Path) -> dict[str, Any]:
@@ -1045,8 +1086,9 @@ def _check_grid(models: Sequence[Model], names: Sequence[str], domain: Any, cfg:
             )
 
 
-def _run_steps(cfg, out_dir, models, names, slugs, label_names, maps, domain, quiet, t0) -> StudyArrays:
-    """Steps 1-5 of :func:`run_study`, in a checked, locked output directory."""
+def _run_steps(cfg, out_dir, models, names, slugs, label_names, views, domain, quiet, t0) -> StudyArrays:
+    """Steps 1-5 of :func:`run_study`, in a checked, locked output directory. ``models`` are seen
+    through their ``views``: their outputs are the task's class scores, in ``label_names`` order."""
     record = {
         "fingerprint": fingerprint(cfg),
         "config": config_to_json(cfg),
@@ -1056,6 +1098,9 @@ def _run_steps(cfg, out_dir, models, names, slugs, label_names, maps, domain, qu
             for nm, spec, m in zip(names, cfg.models, models, strict=True)
         ],
     }
+    if cfg.labels is not None:  # per model and class, the tags that stand for it (for the report)
+        record["label_view"] = [{"model": nm, "classes": dict(zip(label_names, views[nm].tags, strict=True))}
+                                for nm in names]
     save_text(out_dir / "study.json", json.dumps(record, indent=2) + "\n")
     mesh = make_mesh(cfg.devices)
 
@@ -1066,7 +1111,8 @@ def _run_steps(cfg, out_dir, models, names, slugs, label_names, maps, domain, qu
     true = np.asarray([label_names.index(lbl) if lbl in label_names else -1 for lbl in item_labels], np.int32)
     unknown = unknown_classes(item_labels, label_names)
     if unknown:
-        _log(quiet, f"{sum(unknown.values())} clip(s) have a class no model has ("
+        what = "a label that is not a class of the label view" if cfg.labels is not None else "a class no model has"
+        _log(quiet, f"{sum(unknown.values())} clip(s) have {what} ("
              + ", ".join(f"{c!r}: {k}" for c, k in unknown.items())
              + "): they get no true label and are left out of the tables, which use clips of known classes")
     sr = cfg.data.sample_rate
@@ -1082,11 +1128,12 @@ def _run_steps(cfg, out_dir, models, names, slugs, label_names, maps, domain, qu
             logits = predict_logits(model, xs, batch=cfg.predict_batch, mesh=mesh)
             empty_wave = np.asarray(domain.synthesize(domain.analyze(jnp.asarray(xs[0])), jnp.zeros(domain.grid_shape(xs.shape[1]), bool)))
             empty_logits = predict_logits(model, empty_wave[None].astype(np.float32), batch=1)
-            save_npz(path, logits=logits, empty_logits=empty_logits[0])
+            save_npz(path, logits=logits, empty_logits=empty_logits[0], classes=np.asarray(label_names, dtype=str))
         z = load_npz(path, ("logits", "empty_logits"))
+        scores = _class_scores(path, z, views[name], label_names)
         c = model.num_classes
-        original[mi] = maps[mi][_check_shape(path, "logits", z["logits"], (n, c)).argmax(-1)]
-        empty[mi] = maps[mi][int(_check_shape(path, "empty_logits", z["empty_logits"], (c,)).argmax())]
+        original[mi] = _check_shape(path, "logits", scores["logits"], (n, c)).argmax(-1)
+        empty[mi] = int(_check_shape(path, "empty_logits", scores["empty_logits"], (c,)).argmax())
 
     # 3. explanations, batched across clips, one file per batch
     bsz = cfg.clips_per_batch
@@ -1129,7 +1176,7 @@ def _run_steps(cfg, out_dir, models, names, slugs, label_names, maps, domain, qu
             row = np.zeros((len(models), n), np.int32)
             for gi, g in enumerate(models):
                 xs = np.stack([_to_model_rate(s, f.sample_rate, g) for s in suff])
-                row[gi] = maps[gi][predict_logits(g, xs, batch=cfg.predict_batch, mesh=mesh).argmax(-1)]
+                row[gi] = predict_logits(g, xs, batch=cfg.predict_batch, mesh=mesh).argmax(-1)
             save_npz(path, labels=row)
         labels[fi] = _check_shape(path, "labels", load_npz(path, ("labels",))["labels"], (len(models), n))
 
@@ -1165,6 +1212,18 @@ def _run_steps(cfg, out_dir, models, names, slugs, label_names, maps, domain, qu
     }
     save_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return arrays
+
+
+def _class_scores(path: Path, z: Mapping[str, np.ndarray], view: ModelView, label_names: Sequence[str]) -> dict[str, np.ndarray]:
+    """``original.npz``'s logits as class scores in ``label_names`` order. Files of jsuff before
+    label views hold no ``classes`` and the raw logits in the model's own order: its view maps them
+    (the identity for a model whose labels are in the study's order)."""
+    if "classes" not in z:
+        return {k: np.asarray(view.scores(jnp.asarray(z[k]))) for k in ("logits", "empty_logits")}
+    if [str(c) for c in z["classes"]] != list(label_names):
+        raise _damaged(path, f"it holds scores for the classes {[str(c) for c in z['classes']]}, this study's "
+                             f"are {list(label_names)}")
+    return z
 
 
 def _count_failures(out_dir: Path) -> int:
