@@ -30,7 +30,7 @@ class HFClassifier:
             JSON files leave out.
         rules: the key map (see :func:`converters.common.map_state_dict`).
         jsuff_config: ``(config, preprocessor, num_labels, src) -> family config`` (an object with
-            ``to_dict()`` and ``input_policy``); raises :class:`ConversionError` on disagreements
+            ``to_json()`` and ``input_policy()``); raises :class:`ConversionError` on disagreements
             between the two files, and the family config's :class:`ModelError` on bad settings
             (:meth:`convert` reports that as a :class:`ConversionError` naming the folder).
     """
@@ -75,7 +75,7 @@ class HFClassifier:
             family = self.jsuff_config(hf, pre, len(labels), src)
         except ModelError as e:
             raise ConversionError(f"{src}: {e}") from None
-        cfg = family.to_dict()
+        cfg = family.to_json()
         params = map_state_dict(ckpt.state_dict, self.rules, expected_shapes(self.arch, cfg), source=str(src))
         return finish(
             arch=self.arch,
@@ -83,7 +83,7 @@ class HFClassifier:
             params=params,
             labels=labels,
             sample_rate=cfg["sample_rate"],
-            input=family.input_policy,
+            input=family.input_policy(),
             source_files=ckpt.files,
             dest=dest,
             overwrite=overwrite,

@@ -56,10 +56,10 @@ _P = "audio_spectrogram_transformer."
 
 # Per encoder layer: (name on disk, name in transformers 5 modules, jsuff path).
 _LAYER = (
-    ("attention.attention.query", "attention.q_proj", "attn/query"),
-    ("attention.attention.key", "attention.k_proj", "attn/key"),
-    ("attention.attention.value", "attention.v_proj", "attn/value"),
-    ("attention.output.dense", "attention.o_proj", "attn/out"),
+    ("attention.attention.query", "attention.q_proj", "attn/q_proj"),
+    ("attention.attention.key", "attention.k_proj", "attn/k_proj"),
+    ("attention.attention.value", "attention.v_proj", "attn/v_proj"),
+    ("attention.output.dense", "attention.o_proj", "attn/out_proj"),
     ("intermediate.dense", "mlp.fc1", "mlp/fc1"),
     ("output.dense", "mlp.fc2", "mlp/fc2"),
 )

@@ -54,10 +54,10 @@ RULES: list[tuple[str, str, str]] = [
     *conv("encoder.conv1", "conv1", "conv1d"),
     *conv("encoder.conv2", "conv2", "conv1d"),
     ("encoder.embed_positions.weight", "embed_positions", "identity"),
-    *linear(_L + "self_attn.q_proj", "layers/{i}/attn/query"),
-    ("encoder.layers.{i}.self_attn.k_proj.weight", "layers/{i}/attn/key/kernel", "linear"),  # no bias in HF
-    *linear(_L + "self_attn.v_proj", "layers/{i}/attn/value"),
-    *linear(_L + "self_attn.out_proj", "layers/{i}/attn/out"),
+    *linear(_L + "self_attn.q_proj", "layers/{i}/attn/q_proj"),
+    ("encoder.layers.{i}.self_attn.k_proj.weight", "layers/{i}/attn/k_proj/kernel", "linear"),  # no bias in HF
+    *linear(_L + "self_attn.v_proj", "layers/{i}/attn/v_proj"),
+    *linear(_L + "self_attn.out_proj", "layers/{i}/attn/out_proj"),
     *layer_norm(_L + "self_attn_layer_norm", "layers/{i}/attn_norm"),
     *layer_norm(_L + "final_layer_norm", "layers/{i}/mlp_norm"),
     *linear(_L + "fc1", "layers/{i}/mlp/fc1"),

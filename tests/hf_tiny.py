@@ -131,12 +131,12 @@ def assert_logits_agree(got, ref: np.ndarray) -> None:
 
 
 def jsuff_hidden_states(module_cls, config_cls, jm, feats: torch.Tensor):
-    """The hidden states of ``jm`` (built as ``module_cls(config_cls.from_dict(jm.config))``) on
+    """The hidden states of ``jm`` (built as ``module_cls(config_cls.from_mapping(jm.config))``) on
     the reference front end's features, so the encoder is compared apart from the front end."""
     import jax
     from flax import nnx
 
-    graphdef = nnx.graphdef(nnx.eval_shape(lambda: module_cls(config_cls.from_dict(jm.config), nnx.Rngs(0))))
+    graphdef = nnx.graphdef(nnx.eval_shape(lambda: module_cls(config_cls.from_mapping(jm.config), nnx.Rngs(0))))
     states = jax.jit(lambda p, f: nnx.merge(graphdef, p).hidden_states(f))
     return states(jm.params, jax.numpy.asarray(feats.numpy()))
 
@@ -220,3 +220,50 @@ def strip_defaults(folder: Path, config_defaults: dict, extractor_defaults: dict
                 gone.append(key)
         path.write_text(json.dumps(data))
     return gone
+
+
+def assert_old_attention_names_load(jm, tmp_path: Path) -> None:
+    """A model directory saved before AST and Whisper shared one attention module (projections
+    named ``query``, ``key``, ``value``, ``out``) loads with the same parameters; a directory whose
+    names fit neither layout is refused with the offending key named."""
+    import orbax.checkpoint as ocp
+    import pytest
+    from flax import nnx
+
+    from jsuff.models import ModelError, load_model, save_model
+    from jsuff.models._transformer import ATTENTION_RENAMED
+    from jsuff.models.base import flatten
+
+    new = flatten(nnx.to_pure_dict(jm.params))
+    old_names = {n: o for o, n in ATTENTION_RENAMED}
+
+    def write(path: Path, rename) -> Path:
+        save_model(jm, path)
+        shutil.rmtree(path / "params")
+        tree: dict = {}
+        for key, value in new.items():
+            *parents, leaf = rename(key).split("/")
+            node = tree
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = np.asarray(value)
+        ckpt = ocp.StandardCheckpointer()
+        ckpt.save(path / "params", tree)
+        ckpt.wait_until_finished()
+        ckpt.close()
+        return path
+
+    def to_old(key: str) -> str:
+        for n, o in old_names.items():
+            key = key.replace(f"/{n}/", f"/{o}/")
+        return key
+
+    assert any("/attn/q_proj/" in k for k in new)
+    back = load_model(write(tmp_path / "old", to_old))
+    got = flatten(nnx.to_pure_dict(back.params))
+    assert got.keys() == new.keys()
+    for k in new:
+        np.testing.assert_array_equal(got[k], new[k], err_msg=k)
+    bad = write(tmp_path / "bad", lambda k: to_old(k).replace("/attn/value/", "/attn/values/"))
+    with pytest.raises(ModelError, match=r"missing \(\d+\): .*attn/v_proj/kernel(.|\n)*unexpected \(\d+\): .*attn/values/kernel"):
+        load_model(bad)

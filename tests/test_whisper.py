@@ -8,6 +8,7 @@ torch = pytest.importorskip("torch")
 from converters import hf_whisper  # noqa: E402
 from jsuff.models.whisper import Whisper, WhisperConfig  # noqa: E402
 from tests.hf_tiny import (  # noqa: E402
+    assert_old_attention_names_load,
     assert_bad_folder_refused,
     assert_batch_vmap_loop_agree,
     assert_defaults_match,
@@ -142,3 +143,7 @@ BAD = {
 @pytest.mark.parametrize("kind", sorted(BAD))
 def test_bad_checkpoint_is_named_and_nothing_written(build, tmp_path, kind):
     assert_bad_folder_refused(build("base")[2], tmp_path, *BAD[kind], arch="whisper")
+
+
+def test_directories_saved_with_the_old_attention_names_load(build, tmp_path):
+    assert_old_attention_names_load(build("base")[3], tmp_path)
