@@ -17,10 +17,9 @@ Example:
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from converters._hf_classifier import HFClassifier
+from converters._hf_classifier import HFClassifier, HFFolder
 from converters._rules import conv, layer_norm, linear
 from converters.common import ConversionError
 from jsuff.models.whisper import WhisperConfig
@@ -69,8 +68,9 @@ RULES: list[tuple[str, str, str]] = [
 ]
 
 
-def jsuff_config(hf: dict[str, Any], pre: dict[str, Any], num_labels: int, src: Path) -> WhisperConfig:
+def jsuff_config(folder: HFFolder) -> WhisperConfig:
     """The jsuff :class:`WhisperConfig` for a HF config and extractor config (defaults applied)."""
+    hf, pre, src = folder.config, folder.preprocessor, folder.src
     if int(pre["feature_size"]) != int(hf["num_mel_bins"]):
         raise ConversionError(
             f"{src}: preprocessor_config feature_size={pre['feature_size']} but config.json "
@@ -86,7 +86,7 @@ def jsuff_config(hf: dict[str, Any], pre: dict[str, Any], num_labels: int, src: 
         num_mel_bins=int(hf["num_mel_bins"]),
         use_weighted_layer_sum=bool(hf["use_weighted_layer_sum"]),
         classifier_proj_size=int(hf["classifier_proj_size"]),
-        num_labels=num_labels,
+        num_labels=len(folder.labels),
         sample_rate=int(pre["sampling_rate"]),
         n_fft=int(pre["n_fft"]),
         hop_length=int(pre["hop_length"]),

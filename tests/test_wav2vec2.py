@@ -414,8 +414,8 @@ _PROJ = "wav2vec2.feature_projection.projection.weight"
         ("extra", r"unexpected \(1\): wav2vec2.encoder.extra.weight"),
         ("shape", r"mis-shaped \(1\): wav2vec2.feature_projection.projection.weight"),
         ("corrupt", r"cannot read checkpoint .*model.safetensors"),
-        ("ctc", r"unsupported class Wav2Vec2ForCTC.*supported: Wav2Vec2ForSequenceClassification"),
-        ("whisper", r"model_type 'whisper' is not a wav2vec2-family model; supported: wav2vec2, hubert"),
+        ("ctc", r"unsupported model class Wav2Vec2ForCTC.*takes Wav2Vec2ForSequenceClassification"),
+        ("whisper", r"model_type is 'whisper' but the 'wav2vec2' converter was asked"),
     ],
 )
 def test_bad_checkpoints(hf_models, tmp_path, case, match):
