@@ -8,7 +8,6 @@ and through the jsuff model.
 """
 
 import json
-import math
 import subprocess
 import sys
 from pathlib import Path
@@ -31,7 +30,7 @@ from jsuff.models import ModelError, load_model  # noqa: E402
 from jsuff.models.base import flatten  # noqa: E402
 from jsuff.models._transformer import ACTIVATIONS  # noqa: E402
 from jsuff.models.wav2vec2 import W2V2Config, Wav2Vec2Classifier, normalize_waveform  # noqa: E402
-from tests.tiny_hf import GENRES, TINY  # noqa: E402
+from tests.helpers.hf import GENRES, W2V2_TINY, assert_hidden_states_agree, assert_logits_agree, randomize_, waveforms  # noqa: E402
 
 ATOL = 1e-4
 SR = 16000
@@ -76,30 +75,9 @@ VARIANTS = {
 }
 
 
-def _randomize(module, seed):
-    """Non-trivial weights everywhere: norms away from (1, 0), running statistics away from (0, 1)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            if name.endswith("original0") or name.endswith("weight_g"):
-                p.copy_(torch.rand(p.shape, generator=g) + 0.5)
-            elif "norm" in name and name.endswith("weight"):
-                p.copy_(1 + 0.2 * torch.randn(p.shape, generator=g))
-            elif p.ndim >= 2:
-                fan_in = math.prod(p.shape[1:])
-                p.copy_(torch.randn(p.shape, generator=g) * 1.5 / math.sqrt(fan_in))
-            else:
-                p.copy_(0.2 * torch.randn(p.shape, generator=g))
-        for name, b in module.named_buffers():
-            if name.endswith("running_mean"):
-                b.copy_(0.2 * torch.randn(b.shape, generator=g))
-            elif name.endswith("running_var"):
-                b.copy_(torch.rand(b.shape, generator=g) + 0.5)
-
-
 def _hf_config(model_type, overrides):
     cls = transformers.HubertConfig if model_type == "hubert" else transformers.Wav2Vec2Config
-    return cls(**{**TINY, **overrides})
+    return cls(**{**W2V2_TINY, **overrides})
 
 
 def _classifier_class(model_type):
@@ -138,7 +116,7 @@ def hf_models(tmp_path_factory):
             model_type, overrides, preprocessor = VARIANTS[name]
             torch.manual_seed(0)
             model = _classifier_class(model_type)(_hf_config(model_type, overrides)).eval()
-            _randomize(model, seed=len(_CACHE))
+            randomize_(model, seed=len(_CACHE))
             folder = tmp_path_factory.mktemp(name)
             model.save_pretrained(folder)
             _save_preprocessor(folder, preprocessor)
@@ -146,20 +124,6 @@ def hf_models(tmp_path_factory):
         return _CACHE[name]
 
     return get
-
-
-def _waves(batch=3, n=1600, seed=0):
-    rng = np.random.default_rng(seed)
-    t = np.arange(n) / SR
-    x = 0.3 * rng.normal(size=(batch, n)) + np.sin(2 * np.pi * 440 * t * (1 + np.arange(batch)[:, None]))
-    return x.astype(np.float32)
-
-
-def _assert_parity(ref, out):
-    out = np.asarray(out)
-    assert out.shape == ref.shape
-    np.testing.assert_allclose(out, ref, atol=ATOL, rtol=0)
-    np.testing.assert_array_equal(out.argmax(-1), ref.argmax(-1))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -177,10 +141,10 @@ def test_logits_match_transformers(hf_models, tmp_path, name):
     assert model.config["do_normalize"] == (preprocessor or FEATURE_EXTRACTOR_DEFAULTS)["do_normalize"]
     expected_labels = overrides.get("id2label", {i: f"LABEL_{i}" for i in range(overrides.get("num_labels", 3))})
     assert list(model.labels) == [expected_labels[i] for i in range(len(expected_labels))]
-    x = _waves()
+    x = waveforms(3, 1600)
     ref = _torch_logits(torch_model, folder, x)
     assert np.ptp(ref, axis=0).max() > 1e-2  # the clips give visibly different logits
-    _assert_parity(ref, model(x))
+    assert_logits_agree(model(x), ref)
 
 
 def _hidden_states_fn(model):
@@ -200,7 +164,7 @@ def _hidden_states_fn(model):
 def test_per_layer_match(hf_models, name):
     """Feature encoder, every recorded hidden state and the last hidden state, one by one."""
     folder, torch_model = hf_models(name)
-    x = _waves()
+    x = waveforms(3, 1600)
     features, states, last = _hidden_states_fn(convert(folder, None))(x)
     values = _feature_extractor(folder)(list(x), sampling_rate=SR, return_tensors="pt").input_values
     base = torch_model.hubert if VARIANTS[name][0] == "hubert" else torch_model.wav2vec2
@@ -208,16 +172,15 @@ def test_per_layer_match(hf_models, name):
         ref_features = base.feature_extractor(values).transpose(1, 2).numpy()
         out = base(values, output_hidden_states=True)
     np.testing.assert_allclose(features, ref_features, atol=ATOL, rtol=0)
-    assert len(states) == len(out.hidden_states) == TINY["num_hidden_layers"] + 1
-    for i, (ours, theirs) in enumerate(zip(states, out.hidden_states)):
-        np.testing.assert_allclose(ours, theirs.numpy(), atol=ATOL, rtol=0, err_msg=f"hidden state {i}")
+    assert len(out.hidden_states) == W2V2_TINY["num_hidden_layers"] + 1
+    assert_hidden_states_agree(states, out.hidden_states)
     np.testing.assert_allclose(last, out.last_hidden_state.numpy(), atol=ATOL, rtol=0)
 
 
 def test_jit_and_vmap(hf_models):
     folder, _ = hf_models("wav2vec2-base")
     model = convert(folder, None)
-    x = jnp.asarray(_waves())
+    x = jnp.asarray(waveforms(3, 1600))
     eager = model.apply(model.params, x)
     np.testing.assert_allclose(jax.jit(model.apply)(model.params, x), eager, atol=1e-5, rtol=0)
     one = jax.jit(lambda xi: model.apply(model.params, xi[None])[0])
@@ -345,7 +308,7 @@ def speech_classifiers():
             config = _hf_config(model_type, dict(num_labels=4))
             torch.manual_seed(1)
             net = _SpeechClassifier(model_type, config, "mean").eval()
-            _randomize(net, seed=7)
+            randomize_(net, seed=7)
             cache[model_type] = config, net
         return cache[model_type]
 
@@ -373,11 +336,11 @@ def test_dense_tanh_head(speech_classifiers, tmp_path, model_type, architectures
     model = convert(folder, tmp_path / "m")
     assert model.arch == model_type
     assert model.config["head"] == "dense_tanh" and model.config["pooling_mode"] == pooling
-    x = _waves()
+    x = waveforms(3, 1600)
     values = _feature_extractor(folder)(list(x), sampling_rate=SR, return_tensors="pt").input_values
     with torch.no_grad():
         ref = net(values).numpy()
-    _assert_parity(ref, load_model(tmp_path / "m")(x))
+    assert_logits_agree(load_model(tmp_path / "m")(x), ref)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -387,7 +350,7 @@ def test_dense_tanh_head(speech_classifiers, tmp_path, model_type, architectures
 
 def test_normalization_matches_feature_extractor():
     fe = transformers.Wav2Vec2FeatureExtractor(do_normalize=True)
-    x = _waves(batch=4, n=3001, seed=3) * np.array([[1e-3], [1.0], [30.0], [0.0]], np.float32)
+    x = waveforms(4, 3001, seed=3) * np.array([[1e-3], [1.0], [30.0], [0.0]], np.float32)
     x[3] = 0.25  # constant clip: the 1e-7 inside the square root keeps it finite
     ref = fe(list(x), sampling_rate=SR, return_tensors="np").input_values
     np.testing.assert_allclose(normalize_waveform(jnp.asarray(x)), ref, atol=1e-5, rtol=1e-5)

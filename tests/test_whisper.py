@@ -7,13 +7,13 @@ torch = pytest.importorskip("torch")
 
 from converters import hf_whisper  # noqa: E402
 from jsuff.models.whisper import Whisper, WhisperConfig  # noqa: E402
-from tests.hf_tiny import (  # noqa: E402
-    assert_old_attention_names_load,
+from tests.helpers.hf import (  # noqa: E402
     assert_bad_folder_refused,
     assert_batch_vmap_loop_agree,
     assert_defaults_match,
     assert_hidden_states_agree,
     assert_logits_agree,
+    assert_old_attention_names_load,
     builder,
     convert_bin_folder,
     convert_without_defaults,

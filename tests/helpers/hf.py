@@ -1,29 +1,65 @@
-"""Helpers for parity tests against tiny random-initialised transformers models (torch on CPU).
+"""Tiny random-weight transformers models and the parity checks of the Hugging Face families.
 
-Not a test module: ``test_ast.py`` and ``test_whisper.py`` import it.
+Sizes (:data:`W2V2_TINY`), one randomiser (:func:`randomize_`), one set of test clips
+(:func:`waveforms`), folder writing and damaging, and the assertions every HF family test makes:
+logits within 1e-4 with the same argmax, hidden states layer by layer, batch = vmap = loop.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import math
 import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 
+# A 2-layer wav2vec2-layout encoder over a 2-conv feature encoder (400 samples give 39 frames);
+# the WavLM and Data2Vec-audio tests use the same sizes.
+W2V2_TINY = dict(
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=37,
+    conv_dim=(8, 8),
+    conv_kernel=(10, 3),
+    conv_stride=(5, 2),
+    num_conv_pos_embeddings=16,
+    num_conv_pos_embedding_groups=2,
+    classifier_proj_size=8,
+    num_labels=3,
+)
 
-def randomize_(model: torch.nn.Module, seed: int, scale: float = 0.3) -> torch.nn.Module:
-    """Perturb every parameter in place, LayerNorm scales, tokens and position tables included.
+GENRES = ["blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock"]
 
-    transformers initialises LayerNorm to (1, 0) and AST's tokens and positions to 0, which
-    would hide a port that ignores them; after this every tensor matters.
+
+def randomize_(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """Non-trivial weights everywhere, in place; returns the model in eval mode.
+
+    transformers initialises LayerNorm to (1, 0), AST's tokens and positions to 0 and batch-norm
+    statistics to (0, 1), which would hide a port that ignores them. After this every tensor
+    matters: norm scales near 1, weight-norm magnitudes positive, matrices at a fan-in scale that
+    keeps activations O(1), vectors and running statistics away from their defaults.
     """
-    gen = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for p in model.parameters():
-            p.add_(scale * torch.randn(p.shape, generator=gen))
+        for name, p in model.named_parameters():
+            if name.endswith("original0") or name.endswith("weight_g"):
+                p.copy_(torch.rand(p.shape, generator=g) + 0.5)
+            elif "norm" in name and name.endswith("weight"):
+                p.copy_(1 + 0.2 * torch.randn(p.shape, generator=g))
+            elif p.ndim >= 2:
+                fan_in = math.prod(p.shape[1:])
+                p.copy_(torch.randn(p.shape, generator=g) * 1.5 / math.sqrt(fan_in))
+            else:
+                p.copy_(0.2 * torch.randn(p.shape, generator=g))
+        for name, b in model.named_buffers():
+            if name.endswith("running_mean"):
+                b.copy_(0.2 * torch.randn(b.shape, generator=g))
+            elif name.endswith("running_var"):
+                b.copy_(torch.rand(b.shape, generator=g) + 0.5)
     return model.eval()
 
 
@@ -126,6 +162,7 @@ def assert_defaults_match(conv, hf_config, hf_extractor, ours, keys: tuple[str, 
 def assert_logits_agree(got, ref: np.ndarray) -> None:
     """jsuff logits equal the reference within 1e-4 (float32, CPU), with the same argmax."""
     got = np.asarray(got)
+    assert got.shape == ref.shape
     np.testing.assert_allclose(got, ref, atol=1e-4, rtol=0)
     np.testing.assert_array_equal(got.argmax(-1), ref.argmax(-1))
 
