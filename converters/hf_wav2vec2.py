@@ -34,6 +34,7 @@ from converters.common import ConversionError, Rule
 from jsuff.models.wav2vec2 import W2V2Config
 
 __all__ = [
+    "ENCODER_DEFAULTS",
     "FEATURE_EXTRACTOR_DEFAULTS",
     "HUBERT_DEFAULTS",
     "WAV2VEC2_DEFAULTS",
@@ -98,6 +99,8 @@ def encoder_fields(folder: HFFolder) -> dict[str, Any]:
         (768, 'sequence_classification', True)
     """
     c = folder.config
+    if c.get("add_adapter"):  # the families that have the option refuse it for classification
+        raise ConversionError("add_adapter=True is not a classifier transformers supports")
     head = "dense_tanh" if has_dense_tanh_head(folder.state_dict) else "sequence_classification"
     return dict(
         num_labels=len(folder.labels),
@@ -124,8 +127,6 @@ def encoder_fields(folder: HFFolder) -> dict[str, Any]:
 
 def _wav2vec2_config(folder: HFFolder) -> W2V2Config:
     c = folder.config
-    if c["add_adapter"]:
-        raise ConversionError("wav2vec2 with add_adapter=True is not a classifier transformers supports")
     if c["adapter_attn_dim"] is not None:
         raise ConversionError("wav2vec2 attention adapters (adapter_attn_dim, MMS) are not supported")
     # transformers' Wav2Vec2 always normalises before the projection and has no batch-norm

@@ -27,13 +27,24 @@ from transformers.activations import ACT2FN  # noqa: E402
 from converters import ConversionError, convert  # noqa: E402
 from converters.hf_wav2vec2 import FEATURE_EXTRACTOR_DEFAULTS, HUBERT_DEFAULTS, WAV2VEC2_DEFAULTS  # noqa: E402
 from jsuff.models import ModelError, load_model  # noqa: E402
-from jsuff.models.base import flatten  # noqa: E402
 from jsuff.models._transformer import ACTIVATIONS  # noqa: E402
+from jsuff.models.base import flatten  # noqa: E402
 from jsuff.models.wav2vec2 import W2V2Config, Wav2Vec2Classifier, normalize_waveform  # noqa: E402
-from tests.helpers.hf import GENRES, W2V2_TINY, assert_hidden_states_agree, assert_logits_agree, randomize_, waveforms  # noqa: E402
+from tests.helpers.hf import (  # noqa: E402
+    GENRES,
+    SR,
+    W2V2_TINY,
+    SpeechClassifier,
+    assert_default_table,
+    assert_logits_agree,
+    assert_speech_layers_agree,
+    randomize_,
+    save_speech_classifier,
+    speech_logits,
+    speech_values,
+    waveforms,
+)
 
-ATOL = 1e-4
-SR = 16000
 # name -> (model_type, config overrides, preprocessor_config or None for "no file")
 VARIANTS = {
     # base models: group-norm extractor, post-LN encoder, no conv bias
@@ -98,12 +109,6 @@ def _feature_extractor(folder):
     return transformers.Wav2Vec2FeatureExtractor()  # what the converter assumes without the file
 
 
-def _torch_logits(torch_model, folder, x):
-    values = _feature_extractor(folder)(list(x), sampling_rate=SR, return_tensors="pt").input_values
-    with torch.no_grad():
-        return torch_model(values).logits.numpy()
-
-
 _CACHE = {}
 
 
@@ -142,39 +147,18 @@ def test_logits_match_transformers(hf_models, tmp_path, name):
     expected_labels = overrides.get("id2label", {i: f"LABEL_{i}" for i in range(overrides.get("num_labels", 3))})
     assert list(model.labels) == [expected_labels[i] for i in range(len(expected_labels))]
     x = waveforms(3, 1600)
-    ref = _torch_logits(torch_model, folder, x)
+    ref = speech_logits(torch_model, _feature_extractor(folder), x)
     assert np.ptp(ref, axis=0).max() > 1e-2  # the clips give visibly different logits
     assert_logits_agree(model(x), ref)
-
-
-def _hidden_states_fn(model):
-    """A jitted ``x -> (features, hidden_states, last)`` over the converted model's parameters."""
-    abstract = nnx.eval_shape(lambda: Wav2Vec2Classifier(model.config, rngs=nnx.Rngs(0)))
-    graphdef = nnx.split(abstract)[0]
-
-    @jax.jit
-    def run(params, x):
-        module = nnx.merge(graphdef, params)
-        return (module.features(x), *module.hidden_states(x))
-
-    return lambda x: run(model.params, jnp.asarray(x))
 
 
 @pytest.mark.parametrize("name", ["wav2vec2-base", "hubert-stable"])
 def test_per_layer_match(hf_models, name):
     """Feature encoder, every recorded hidden state and the last hidden state, one by one."""
     folder, torch_model = hf_models(name)
-    x = waveforms(3, 1600)
-    features, states, last = _hidden_states_fn(convert(folder, None))(x)
-    values = _feature_extractor(folder)(list(x), sampling_rate=SR, return_tensors="pt").input_values
     base = torch_model.hubert if VARIANTS[name][0] == "hubert" else torch_model.wav2vec2
-    with torch.no_grad():
-        ref_features = base.feature_extractor(values).transpose(1, 2).numpy()
-        out = base(values, output_hidden_states=True)
-    np.testing.assert_allclose(features, ref_features, atol=ATOL, rtol=0)
-    assert len(out.hidden_states) == W2V2_TINY["num_hidden_layers"] + 1
-    assert_hidden_states_agree(states, out.hidden_states)
-    np.testing.assert_allclose(last, out.last_hidden_state.numpy(), atol=ATOL, rtol=0)
+    model = convert(folder, None)
+    assert_speech_layers_agree(model, Wav2Vec2Classifier, base, _feature_extractor(folder), waveforms(3, 1600))
 
 
 def test_jit_and_vmap(hf_models):
@@ -258,45 +242,14 @@ def test_config_json_without_defaults(hf_models, tmp_path, name):
 
 
 def test_default_tables_match_transformers():
-    for table, cls in ((WAV2VEC2_DEFAULTS, transformers.Wav2Vec2Config), (HUBERT_DEFAULTS, transformers.HubertConfig)):
-        instance = cls()
-        for key, value in table.items():
-            got = getattr(instance, key)
-            assert (list(got) if isinstance(got, tuple) else got) == (
-                list(value) if isinstance(value, tuple) else value
-            ), f"{cls.__name__}.{key}"
-    fe = transformers.Wav2Vec2FeatureExtractor()
-    for key, value in FEATURE_EXTRACTOR_DEFAULTS.items():
-        assert getattr(fe, key) == value, key
+    assert_default_table(WAV2VEC2_DEFAULTS, transformers.Wav2Vec2Config())
+    assert_default_table(HUBERT_DEFAULTS, transformers.HubertConfig())
+    assert_default_table(FEATURE_EXTRACTOR_DEFAULTS, transformers.Wav2Vec2FeatureExtractor())
 
 
 # ----------------------------------------------------------------------------------------------
 # The custom dense -> tanh -> out_proj head
 # ----------------------------------------------------------------------------------------------
-
-
-class _SpeechClassifier(torch.nn.Module):
-    """The widely copied ``Wav2Vec2ForSpeechClassification``: pool, dense, tanh, out_proj."""
-
-    def __init__(self, model_type, config, pooling_mode):
-        super().__init__()
-        self.pooling_mode = pooling_mode
-        self.base_name = model_type  # the scripts name the encoder wav2vec2 or hubert
-        base = transformers.HubertModel if model_type == "hubert" else transformers.Wav2Vec2Model
-        setattr(self, model_type, base(config))
-        self.classifier = torch.nn.Module()
-        self.classifier.dense = torch.nn.Linear(config.hidden_size, config.hidden_size)
-        self.classifier.out_proj = torch.nn.Linear(config.hidden_size, config.num_labels)
-
-    def forward(self, values):
-        h = getattr(self, self.base_name)(values).last_hidden_state
-        if self.pooling_mode == "mean":
-            pooled = h.mean(dim=1)
-        elif self.pooling_mode == "sum":
-            pooled = h.sum(dim=1)
-        else:
-            pooled = h.max(dim=1).values
-        return self.classifier.out_proj(torch.tanh(self.classifier.dense(pooled)))
 
 
 @pytest.fixture(scope="module")
@@ -307,7 +260,8 @@ def speech_classifiers():
         if model_type not in cache:
             config = _hf_config(model_type, dict(num_labels=4))
             torch.manual_seed(1)
-            net = _SpeechClassifier(model_type, config, "mean").eval()
+            base = transformers.HubertModel if model_type == "hubert" else transformers.Wav2Vec2Model
+            net = SpeechClassifier(model_type, base(config), config, "mean").eval()
             randomize_(net, seed=7)
             cache[model_type] = config, net
         return cache[model_type]
@@ -326,20 +280,13 @@ def speech_classifiers():
 def test_dense_tanh_head(speech_classifiers, tmp_path, model_type, architectures, pooling):
     config, net = speech_classifiers(model_type)
     net.pooling_mode = pooling
-    folder = tmp_path / "hf"
-    config.save_pretrained(folder)
-    cfg = json.loads((folder / "config.json").read_text())
-    cfg.update(pooling_mode=pooling, architectures=architectures)
-    (folder / "config.json").write_text(json.dumps(cfg))
-    save_file({k: v.numpy() for k, v in net.state_dict().items()}, str(folder / "model.safetensors"))
-    _save_preprocessor(folder, {"do_normalize": True})
+    folder = save_speech_classifier(net, config, tmp_path / "hf", architectures)
     model = convert(folder, tmp_path / "m")
     assert model.arch == model_type
     assert model.config["head"] == "dense_tanh" and model.config["pooling_mode"] == pooling
     x = waveforms(3, 1600)
-    values = _feature_extractor(folder)(list(x), sampling_rate=SR, return_tensors="pt").input_values
     with torch.no_grad():
-        ref = net(values).numpy()
+        ref = net(speech_values(_feature_extractor(folder), x)).numpy()
     assert_logits_agree(load_model(tmp_path / "m")(x), ref)
 
 

@@ -67,6 +67,7 @@ __all__ = [
     "W2V2Config",
     "Wav2Vec2Classifier",
     "normalize_waveform",
+    "same_pad_conv",
 ]
 
 # Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm adds this inside the square root.

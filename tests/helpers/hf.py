@@ -304,3 +304,141 @@ def assert_old_attention_names_load(jm, tmp_path: Path) -> None:
     bad = write(tmp_path / "bad", lambda k: to_old(k).replace("/attn/value/", "/attn/values/"))
     with pytest.raises(ModelError, match=r"missing \(\d+\): .*attn/v_proj/kernel(.|\n)*unexpected \(\d+\): .*attn/values/kernel"):
         load_model(bad)
+
+
+# ------------------------------------------------------------------------------------------------
+# Families of the wav2vec2 layout (wav2vec2, HuBERT, WavLM, Data2Vec-audio)
+# ------------------------------------------------------------------------------------------------
+
+SR = 16000
+
+
+def speech_values(fe, clips: np.ndarray) -> torch.Tensor:
+    """The model input ``Wav2Vec2FeatureExtractor`` makes of raw clips (its normalisation included)."""
+    return fe(list(clips), sampling_rate=SR, return_tensors="pt").input_values
+
+
+def speech_logits(model, fe, clips: np.ndarray) -> np.ndarray:
+    """transformers' logits for raw clips, end to end through the feature extractor."""
+    with torch.no_grad():
+        return model(speech_values(fe, clips)).logits.numpy()
+
+
+def speech_layers(jm, classifier_cls, clips: np.ndarray):
+    """``(features, hidden_states, last_hidden_state)`` of the converted model ``jm`` (a
+    ``classifier_cls`` module) on raw clips, jitted."""
+    import jax
+    from flax import nnx
+
+    graphdef = nnx.graphdef(nnx.eval_shape(lambda: classifier_cls(jm.config, rngs=nnx.Rngs(0))))
+
+    @jax.jit
+    def run(params, x):
+        module = nnx.merge(graphdef, params)
+        return (module.features(x), *module.hidden_states(x))
+
+    return run(jm.params, jax.numpy.asarray(clips))
+
+
+def assert_speech_layers_agree(jm, classifier_cls, base, fe, clips: np.ndarray) -> None:
+    """Feature encoder output, every recorded hidden state and the last hidden state of ``jm``
+    equal those of the transformers base model ``base`` (``model.wav2vec2``, ``model.wavlm`` ...)
+    within 1e-4, one by one."""
+    features, states, last = speech_layers(jm, classifier_cls, clips)
+    values = speech_values(fe, clips)
+    with torch.no_grad():
+        ref_features = base.feature_extractor(values).transpose(1, 2).numpy()
+        out = base(values, output_hidden_states=True)
+    np.testing.assert_allclose(np.asarray(features), ref_features, atol=1e-4, rtol=0)
+    assert len(out.hidden_states) == jm.config["num_hidden_layers"] + 1
+    assert_hidden_states_agree(states, out.hidden_states)
+    np.testing.assert_allclose(np.asarray(last), out.last_hidden_state.numpy(), atol=1e-4, rtol=0)
+
+
+def assert_default_table(table: dict, instance) -> None:
+    """Every ``key: value`` of a converter's defaults table is ``instance``'s (a transformers
+    config or feature extractor built without arguments); tuples and lists compare alike."""
+
+    def plain(v):
+        return list(v) if isinstance(v, tuple) else v
+
+    for key, value in table.items():
+        assert plain(getattr(instance, key)) == plain(value), f"{type(instance).__name__}.{key}"
+
+
+class SpeechClassifier(torch.nn.Module):
+    """The widely copied ``Wav2Vec2ForSpeechClassification``: an encoder under ``base_name``, then
+    pool over time (mean, sum or max), ``classifier.dense``, tanh, ``classifier.out_proj``."""
+
+    def __init__(self, base_name: str, base: torch.nn.Module, config, pooling_mode: str):
+        super().__init__()
+        self.pooling_mode = pooling_mode
+        self.base_name = base_name  # the scripts name the encoder after the family
+        setattr(self, base_name, base)
+        self.classifier = torch.nn.Module()
+        self.classifier.dense = torch.nn.Linear(config.hidden_size, config.hidden_size)
+        self.classifier.out_proj = torch.nn.Linear(config.hidden_size, config.num_labels)
+
+    def forward(self, values):
+        h = getattr(self, self.base_name)(values).last_hidden_state
+        if self.pooling_mode == "mean":
+            pooled = h.mean(dim=1)
+        elif self.pooling_mode == "sum":
+            pooled = h.sum(dim=1)
+        else:
+            pooled = h.max(dim=1).values
+        return self.classifier.out_proj(torch.tanh(self.classifier.dense(pooled)))
+
+
+def save_speech_classifier(net: SpeechClassifier, config, folder: Path, architectures) -> Path:
+    """Write a custom-head checkpoint folder as the scripts do: the base config with
+    ``pooling_mode`` and ``architectures``, the whole state dict, a default feature extractor."""
+    from safetensors.numpy import save_file
+    from transformers import Wav2Vec2FeatureExtractor
+
+    config.save_pretrained(folder)
+    edit_json(folder / "config.json", pooling_mode=net.pooling_mode, architectures=architectures)
+    save_file({k: v.numpy() for k, v in net.state_dict().items()}, str(folder / "model.safetensors"))
+    Wav2Vec2FeatureExtractor(do_normalize=True).save_pretrained(folder)
+    return folder
+
+
+def check_speech_model(build, variant: str, clips: np.ndarray, arch: str) -> None:
+    """The converted ``variant`` (see :func:`builder`) gives transformers' logits on raw ``clips``
+    (which must give visibly different logits) and carries the folder's labels and settings."""
+    model, fe, _, jm = build(variant)
+    ref = speech_logits(model, fe, clips)
+    assert np.ptp(ref, axis=0).max() > 1e-2
+    assert_logits_agree(jm(clips), ref)
+    assert jm.arch == arch and jm.sample_rate == SR and jm.input.length is None
+    assert jm.labels == tuple(model.config.id2label[i] for i in range(model.config.num_labels))
+    assert jm.config["do_normalize"] == fe.do_normalize
+
+
+def check_custom_head(base_name: str, base, config, folder: Path, architectures, *, pooling: str, arch: str) -> None:
+    """A random custom dense-tanh head over ``base`` converts (recognised by its keys under the
+    class name ``architectures``) and gives its logits."""
+    import converters
+
+    torch.manual_seed(2)
+    net = randomize_(SpeechClassifier(base_name, base, config, pooling), seed=5)
+    save_speech_classifier(net, config, folder, architectures)
+    jm = converters.convert(folder, None)
+    assert jm.arch == arch and jm.config["head"] == "dense_tanh" and jm.config["pooling_mode"] == pooling
+    clips = waveforms(3, 1600, seed=9)
+    from transformers import Wav2Vec2FeatureExtractor
+
+    with torch.no_grad():
+        ref = net(speech_values(Wav2Vec2FeatureExtractor.from_pretrained(folder), clips)).numpy()
+    assert_logits_agree(jm(clips), ref)
+
+
+def check_detected_and_listed(conv, folder: Path, elsewhere: Path, capsys, arch: str, words: str) -> None:
+    """The converter module ``conv`` recognises ``folder`` (and not ``elsewhere``), and
+    ``jsuff models`` lists ``arch`` as convertible, its description naming ``words``."""
+    from jsuff.cli import main
+
+    assert conv.detect(folder) and not conv.detect(elsewhere)
+    assert main(["models"]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith(f"{arch} "))
+    assert "convert" in line and words in line
