@@ -10,7 +10,7 @@ transformers = pytest.importorskip("transformers")
 
 from jsuff.app.cli import main  # noqa: E402
 from jsuff.models import load_model  # noqa: E402
-from tests.tiny_hf import GENRES, TINY  # noqa: E402
+from tests.helpers.hf import GENRES, W2V2_TINY  # noqa: E402
 
 SR = 16000
 
@@ -18,7 +18,7 @@ SR = 16000
 @pytest.fixture(scope="module")
 def hf_folder(tmp_path_factory):
     """A HuBERT classifier shaped like DistilHuBERT (2 layers, no projection layer norm)."""
-    sizes = {k: v for k, v in TINY.items() if k != "num_labels"}
+    sizes = {k: v for k, v in W2V2_TINY.items() if k != "num_labels"}
     config = transformers.HubertConfig(**sizes, feat_proj_layer_norm=False, id2label=dict(enumerate(GENRES)))
     torch.manual_seed(0)
     model = transformers.HubertForSequenceClassification(config).eval()

@@ -10,7 +10,7 @@ import pytest
 from jax.sharding import Mesh
 
 from jsuff import AudioError, ExtractConfig, Explanation, SearchConfig, Time, explain, explain_many, load_audio
-from toys import (
+from tests.helpers.toys import (
     BOTH,
     CFG,
     GRID_STFT,

@@ -17,7 +17,7 @@ from jsuff.extract import (
     rank,
     sufficient_prefix,
 )
-from toys import BINS, BOTH, LOUDEST, NARROW, band_mlp, both_clip, noise, tone
+from tests.helpers.toys import BINS, BOTH, LOUDEST, NARROW, band_mlp, both_clip, noise, tone
 
 # Magnitudes (rfft of a unit cosine at an integer bin is 256): band 2 gets 1 at bins 150 and 170
 # and 0.8 at bin 180, band 1 gets 1 at bin 90. No noise, so the labels are exact.

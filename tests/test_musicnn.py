@@ -14,8 +14,8 @@ import jax.numpy as jnp
 import librosa
 import numpy as np
 import pytest
-from _real_packages import check_jit_eager_vmap
-from family_checks import check_batch_consistency, masked_candidates, random_model
+from tests.helpers.real_packages import check_jit_eager_vmap
+from tests.helpers.families import check_batch_consistency, masked_candidates, random_model
 
 from converters import ConversionError, convert, supported
 from converters.musicnn import convert_folder, read_tag_lists

@@ -12,7 +12,7 @@ from jax.sharding import Mesh
 from jsuff import search
 from jsuff.domains import RFFT, Time
 from jsuff.search import SearchConfig, responsibility_loop, responsibility_maps
-from toys import (
+from tests.helpers.toys import (
     CFG,
     GRID_STFT,
     KEY,

@@ -220,12 +220,16 @@ class Architecture:
             ``__call__`` takes ``waveforms[B, T]`` and returns ``logits[B, C]``.
         description: one line for ``jsuff models``.
         family: the family file that defines it (``wav2vec2``, ``aasist`` ...).
+        renamed: ``(old, new)`` parameter-path renames (``"attn/query"`` -> ``"attn/q_proj"``)
+            made after directories of this architecture were saved; :func:`load_model` reads a
+            directory with the old names through them.
     """
 
     name: str
     build: Callable[[Mapping[str, Any], nnx.Rngs], nnx.Module]
     description: str = ""
     family: str = ""
+    renamed: tuple[tuple[str, str], ...] = ()
 
 
 _REGISTRY: dict[str, Architecture] = {}
@@ -508,6 +512,26 @@ def save_model(model: Model, dest: str | os.PathLike, *, overwrite: bool = False
     return dest
 
 
+def _renamed_path(path: str, renamed: Sequence[tuple[str, str]]) -> str:
+    # Whole path segments only: "attn/out" renames ".../attn/out/kernel", not ".../attn/out_proj/...".
+    padded = f"/{path}/"
+    for old, new in renamed:
+        padded = padded.replace(f"/{old}/", f"/{new}/")
+    return padded[1:-1]
+
+
+def _restore(ckpt: Any, params_dir: Path, target: dict, renamed: Sequence[tuple[str, str]]) -> dict:
+    """The saved parameters laid out as ``target``; with ``renamed``, a directory saved under the
+    old parameter names is read as saved and its paths renamed."""
+    if renamed:
+        expected = flatten(target)
+        if set(flatten(dict(ckpt.metadata(params_dir).item_metadata))) != set(expected):
+            flat = {_renamed_path(k, renamed): v for k, v in flatten(ckpt.restore(params_dir)).items()}
+            check_params(expected, flat, what=f"parameters in {params_dir}")
+            return unflatten_like(flat, target)
+    return ckpt.restore(params_dir, target)
+
+
 def _read_meta(root: Path) -> dict[str, Any]:
     """``model.json`` of ``root``, with every field's type checked (the file is user input)."""
     meta_path = root / MODEL_JSON
@@ -589,8 +613,10 @@ def load_model(path: str | os.PathLike) -> Model:
         )
     try:
         ckpt = ocp.StandardCheckpointer()
-        restored = ckpt.restore(root / PARAMS_DIR, nnx.to_pure_dict(state))
+        restored = _restore(ckpt, root / PARAMS_DIR, nnx.to_pure_dict(state), spec.renamed)
         ckpt.close()
+    except ModelError:
+        raise
     except Exception as e:  # orbax raises many types; the user needs the path and the reason
         raise ModelError(f"cannot read parameters from {root / PARAMS_DIR}: {e}") from None
     check_finite(flatten(restored), what=str(root / PARAMS_DIR))
