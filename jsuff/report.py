@@ -280,6 +280,11 @@ def _clip_sections(root: Path, out: Path, arrays: StudyArrays, sr: int, max_clip
                 write_wav(out / suff_rel, batch["sufficient"][j], rate)
                 lab = arrays.label_names[arrays.original[fi, i]]
                 agree = [g for gi, g in enumerate(arrays.model_names) if arrays.labels[fi, gi, i] == arrays.original[fi, i] and gi != fi]
+                # a trivial clip's "sufficient signal" is silence: no transfer source, nobody "agrees"
+                if batch["empty_is_target"][j]:
+                    verdict = "label given to silence (the empty signal already gets it): not a transfer source"
+                else:
+                    verdict = f"other models that agree: {', '.join(agree) or 'none'}"
                 png = clip_figure(
                     _resampled(clips[i], sr, rate, batch["sufficient"].shape[1]),
                     batch["mask"][j],
@@ -292,7 +297,7 @@ def _clip_sections(root: Path, out: Path, arrays: StudyArrays, sr: int, max_clip
                     "<div class='clip'>"
                     f"<p><b>clip {i}</b> ({html.escape(Path(arrays.paths[i]).name)}) → {html.escape(lab)}; "
                     f"kept {batch['size_fraction'][j]:.1%} of the grid, {batch['energy_fraction'][j]:.1%} of the energy; "
-                    f"other models that agree: {html.escape(', '.join(agree) or 'none')}</p>"
+                    f"{html.escape(verdict)}</p>"
                     f"<p>original <audio controls preload='none' src='{orig_rel}'></audio> "
                     f"sufficient <audio controls preload='none' src='{suff_rel}'></audio></p>"
                     f"{_img(png, f'clip {i} of {name}')}</div>"
