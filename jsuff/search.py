@@ -23,6 +23,8 @@ passing mutants kept (their static boxes) stay. So every mutant is its passing p
 children of one box, and the parent of the next depth is exactly the mutant that passed. Unlike
 the ReX code, static boxes survive to later depths, the passing mutants of *all* refinements of a
 depth compete for the next job, and 1-D children are the box's own cells (not a prefix).
+docs/statistics.md lists every deviation from ReX; ``SearchConfig.map_combination`` and
+``SearchConfig.cut_rule`` offer ReX's multiplicative maps and cut rule.
 
 **Batching.** All clips x iterations advance in lock-step, one depth at a time (a Python loop of
 at most ``tree_depth + 1`` steps that stops once no iteration is alive). A depth is two jitted

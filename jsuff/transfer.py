@@ -18,7 +18,7 @@ One task has M models that share a label space of C classes, and N clips. The st
 Transfer f→g on clip i succeeds when ``labels[f, g, i] == original[f, i]`` (SPEC §2). Over the clips
 counted by a *condition*:
 
-* ``"all"``: clips where ``valid[f, i]``;
+* ``"all"``: f's counted clips (``valid[f, i]``, and not trivial unless they are included);
 * ``"agree"``: those where g also agrees with f on the original clip, ``original[g, i] ==
   original[f, i]``;
 * ``"correct"``: those where f is right on the original clip, ``original[f, i] == true[i]``;
@@ -56,7 +56,7 @@ Example:
     >>> import numpy as np
     >>> labels = np.array([[[0, 1], [0, 0]], [[1, 0], [1, 1]]])  # [f, g, i]
     >>> original = np.array([[0, 1], [1, 1]])                       # [g, i]
-    >>> r = transfer_analysis(labels, original, n_boot=0)
+    >>> r = transfer_analysis(labels, original)
     >>> r.matrix.tolist()
     [[1.0, 0.5], [0.5, 1.0]]
 """

@@ -16,6 +16,7 @@ Tasks are simulated as transfer outcomes ``hit[f, g, i]`` with known success pro
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -26,6 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from jsuff import info  # noqa: E402
+from jsuff.intervals import binomial_interval  # noqa: E402
 from jsuff.transfer import rate_estimates, transfer_analysis  # noqa: E402
 
 P_GRID = (0.03, 0.1, 0.5, 0.8, 0.9, 0.97)
@@ -83,11 +85,22 @@ def cell_coverage(p: float, n: int, reps: int, seed: int, interval: str = "clopp
     rng = np.random.default_rng(seed)
     hit, mask = simulate_hits(np.full((M, M), p), n, reps, rng)
     if interval == "bootstrap":
-        lo, hi = _bootstrap_loop(hit, mask, seed, "matrix")
+        lo, hi = _bootstrap_loop(hit, mask, seed)["matrix"]
     else:
         e = rate_estimates(hit, mask, interval=interval).matrix
         lo, hi = e.lo, e.hi
     return float(_covered(lo, hi, p)[:, OFF].mean()), float((hi - lo)[:, OFF].mean())
+
+
+def exact_cell_coverage(n: int, ps: np.ndarray, interval: str = "clopper_pearson") -> np.ndarray:
+    """The exact coverage of the nominal 95% cell interval at each p of ``ps``: the binomial
+    probability of the counts k whose interval contains p (no simulation)."""
+    k = np.arange(n + 1)
+    lo, hi = binomial_interval(k, n, 0.95, interval)
+    log_comb = np.array([math.lgamma(n + 1) - math.lgamma(j + 1) - math.lgamma(n - j + 1) for j in k])
+    ps = np.asarray(ps, float)[:, None]
+    pmf = np.exp(log_comb + k * np.log(ps) + (n - k) * np.log1p(-ps))
+    return (pmf * ((lo <= ps) & (ps <= hi))).sum(1)
 
 
 def _truths(p: np.ndarray) -> dict[str, np.ndarray]:
@@ -103,9 +116,10 @@ def aggregate_coverage(p: np.ndarray, n: int, reps: int, seed: int, *, sigma: fl
     hit, mask = simulate_hits(p, n, reps, rng, sigma=sigma, shared=shared, valid_fraction=valid_fraction)
     out = {}
     rates = None if interval == "bootstrap" else rate_estimates(hit, mask, interval=interval)
+    boot = _bootstrap_loop(hit, mask, seed) if rates is None else {}
     for kind, truth in _truths(p).items():
         if rates is None:
-            lo, hi = _bootstrap_loop(hit, mask, seed, kind)
+            lo, hi = boot[kind]
         else:
             e = rates.task_mean if kind == "task" else getattr(rates, kind)
             lo, hi = e.lo, e.hi
@@ -113,17 +127,17 @@ def aggregate_coverage(p: np.ndarray, n: int, reps: int, seed: int, *, sigma: fl
     return out
 
 
-def _bootstrap_loop(hit: np.ndarray, mask: np.ndarray, seed: int, kind: str, n_boot: int = 500):
-    """The percentile bootstrap of :func:`jsuff.transfer.transfer_analysis`, task by task."""
-    los, his = [], []
+def _bootstrap_loop(hit: np.ndarray, mask: np.ndarray, seed: int, n_boot: int = 500):
+    """``{kind: (lo, hi)}`` of the percentile bootstrap of
+    :func:`jsuff.transfer.transfer_analysis`, task by task."""
+    bounds: dict[str, list] = {"matrix": [], "task": [], "outgoing": [], "incoming": []}
     for r in range(hit.shape[0]):
         labels = np.where(hit[r], 0, 1)  # label 0 is the original label: success
         res = transfer_analysis(labels, np.zeros(labels.shape[::2], int), valid=mask[r, :, 0],
                                 interval="bootstrap", n_boot=n_boot, seed=seed + r).overall
-        e = {"matrix": res.matrix, "task": res.task_mean, "outgoing": res.outgoing, "incoming": res.incoming}[kind]
-        los.append(e.lo)
-        his.append(e.hi)
-    return np.stack(los), np.stack(his)
+        for kind, e in zip(bounds, res):
+            bounds[kind].append((e.lo, e.hi))
+    return {kind: tuple(np.stack(v) for v in zip(*pairs)) for kind, pairs in bounds.items()}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -141,21 +155,34 @@ def mutual_information_bits(p: np.ndarray) -> float:
     """Exact MI of a joint distribution, in bits (float64 NumPy)."""
     px, py = p.sum(1, keepdims=True), p.sum(0, keepdims=True)
     nz = p > 0
-    return float((p[nz] * np.log2(p[nz] / (px @ py)[nz])).sum())
+    return max(float((p[nz] * np.log2(p[nz] / (px @ py)[nz])).sum()), 0.0)  # 0.0, not -1e-17
 
 
-def information_coverage(p: np.ndarray, n: int, reps: int, seed: int, n_boot: int = 200) -> tuple[float, float]:
+def macro_precision_recall(p: np.ndarray) -> tuple[float, float]:
+    """Macro precision and recall of predictions y for truth x under the joint ``p[x, y]``."""
+    tp = np.diag(p)
+    return float(np.mean(tp / p.sum(0))), float(np.mean(tp / p.sum(1)))
+
+
+def information_coverage(p: np.ndarray, n: int, reps: int, seed: int, n_boot: int = 200,
+                         metrics: bool = False) -> tuple[float, ...]:
     """Coverage of the 95% MI interval the information tables give (basic bootstrap), and of the
-    percentile bootstrap, for ``reps`` samples of ``n`` label pairs from ``p``."""
+    percentile bootstrap, for ``reps`` samples of ``n`` label pairs from ``p``; with ``metrics``
+    also that of macro precision and recall (x the truth, y the prediction; percentile bootstrap,
+    as the metrics table gives them)."""
     rng = np.random.default_rng(seed)
     c = p.shape[0]
     cells = rng.choice(c * c, size=(reps, n), p=p.ravel())
     x, y = cells // c, cells % c
     ok = np.ones_like(x, bool)
-    s = info._stats_with_intervals(x, y, ok, c, variants=(), classification=False, n_boot=n_boot,
+    s = info._stats_with_intervals(x, y, ok, c, variants=(), classification=metrics, n_boot=n_boot,
                                    confidence=0.95, seed=seed, min_n=0)
     truth = mutual_information_bits(p)
     basic = float(_covered(s["mi_lo"], s["mi_hi"], truth).mean())
+    if metrics:
+        prec, rec = macro_precision_recall(p)
+        return (basic, float(_covered(s["precision_lo"], s["precision_hi"], prec).mean()),
+                float(_covered(s["recall_lo"], s["recall_hi"], rec).mean()))
     # the percentile interval of the same resamples, for comparison
     idx = info.bootstrap_indices(n, n_boot, seed)
     boot = np.concatenate([
@@ -194,7 +221,18 @@ def main() -> None:
     parser.add_argument("--mi-reps", type=int, default=300)
     args = parser.parse_args()
     t0 = time.perf_counter()
-    print(f"Cells: coverage of nominal 95% (mean width); {args.reps} replicates x 6 cells, "
+    ps = np.linspace(0.001, 0.999, 999)
+    inner = (ps >= 0.02) & (ps <= 0.98)
+    print("Cells, exact coverage of nominal 95% over p = 0.001 ... 0.999 (999 points): the lowest, "
+          "where, and the lowest for 0.02 <= p <= 0.98\n")
+    print("| n | Clopper–Pearson | Wilson |\n|---|---|---|")
+    for n in (10, 12, 20, 30, 40, 150):
+        cells = []
+        for method in ("clopper_pearson", "wilson"):
+            cov = exact_cell_coverage(n, ps, method)
+            cells.append(f"{cov.min():.3f} at p = {ps[cov.argmin()]:.3f}; {cov[inner].min():.3f}")
+        print(f"| {n} | " + " | ".join(cells) + " |")
+    print(f"\nCells: coverage of nominal 95% (mean width); {args.reps} replicates x 6 cells, "
           f"bootstrap {args.boot_reps} x 6\n")
     print("| n | p | Clopper–Pearson | Wilson | percentile bootstrap |\n|---|---|---|---|---|")
     for n in CELL_N:
@@ -233,6 +271,15 @@ def main() -> None:
         cols = [information_coverage(p, n, args.mi_reps, 4) for n in MI_N]
         print(f"| {name} | {mutual_information_bits(p):.3f} | "
               + " | ".join(f"{b:.2f} / {pc:.2f}" for b, pc in cols) + " |", flush=True)
+    print(f"\nMacro precision / recall (y predicts x): coverage of the 95% percentile bootstrap "
+          f"interval; {args.mi_reps} replicates\n")
+    print("| labels | " + " | ".join(f"n = {n}" for n in MI_N) + " |\n|---|" + "---|" * len(MI_N))
+    for name, c, q, px in MI_CASES:
+        if q == 0.0:
+            continue
+        p = joint(c, q, None if px is None else np.array(px))
+        cols = [information_coverage(p, n, args.mi_reps, 5, metrics=True)[1:] for n in MI_N]
+        print(f"| {name} | " + " | ".join(f"{a:.2f} / {b:.2f}" for a, b in cols) + " |", flush=True)
     print(f"\n({time.perf_counter() - t0:.0f} s)")
 
 

@@ -62,3 +62,13 @@ def test_information_intervals_are_given_only_where_they_hold():
     # at 30 clips no bootstrap interval holds: the tables give none there
     basic, percentile = cs.information_coverage(cs.joint(5, 0.6), 30, reps=120, seed=14, n_boot=150)
     assert max(basic, percentile) < 0.8
+
+
+def test_exact_cell_coverage():
+    # no simulation: the binomial probability of the counts whose interval contains p
+    ps = np.linspace(0.001, 0.999, 999)
+    for n in (12, 30, 150):
+        assert cs.exact_cell_coverage(n, ps).min() >= 0.95 - 1e-9  # Clopper-Pearson: never below
+        wilson = cs.exact_cell_coverage(n, ps, "wilson")
+        assert wilson.min() < 0.9  # Wilson dips near 0 and 1, which is why it is not the default
+        assert cs.exact_cell_coverage(n, np.array(cs.P_GRID), "wilson").min() >= NOMINAL_FLOOR
