@@ -23,6 +23,8 @@ passing mutants kept (their static boxes) stay. So every mutant is its passing p
 children of one box, and the parent of the next depth is exactly the mutant that passed. Unlike
 the ReX code, static boxes survive to later depths, the passing mutants of *all* refinements of a
 depth compete for the next job, and 1-D children are the box's own cells (not a prefix).
+docs/statistics.md lists every deviation from ReX; ``SearchConfig.map_combination`` and
+``SearchConfig.cut_rule`` offer ReX's multiplicative maps and cut rule.
 
 **Batching.** All clips x iterations advance in lock-step, one depth at a time (a Python loop of
 at most ``tree_depth + 1`` steps that stops once no iteration is alive). A depth is two jitted
@@ -107,6 +109,10 @@ _KTH_ON = np.array([[k < len(s) for k in range(3)] for s in SUBSETS], bool)
 
 #: Dtypes the candidate evaluation can run in (``SearchConfig.compute_dtype``).
 COMPUTE_DTYPES = ("float32", "bfloat16")
+#: How the iterations' maps are combined (``SearchConfig.map_combination``).
+MAP_COMBINATIONS = ("additive", "multiplicative")
+#: Where a 1-D box may be cut, and how a 2-D box's corner point is drawn (``SearchConfig.cut_rule``).
+CUT_RULES = ("interior", "rex")
 
 #: How many times each jitted function has been traced (a retrace means a recompile).
 TRACE_COUNTS: collections.Counter[str] = collections.Counter()
@@ -132,6 +138,19 @@ class SearchConfig:
             because it is affine in the mask (``Domain.affine``). Same candidates up to float32
             round-off, a third of the inverse transforms. Used when ``max_batch >= 14``; False
             synthesises every candidate on its own.
+        map_combination: how the ``iters`` maps are combined. ``"additive"`` (default): summed.
+            ``"multiplicative"``: ReX's default (``responsibility_style``): each iteration's map
+            starts at 1 everywhere and adds its credits, the combined map is the elementwise
+            product over iterations, rescaled to a maximum of 1 per class (a class that never
+            got credit keeps a zero map). Needs one map per iteration during the walk
+            (``iters`` x the memory of the maps).
+        cut_rule: ``"interior"`` (default): a 1-D box is cut at 3 distinct interior points, so
+            its 4 children are non-empty; a 2-D box at a uniform interior point. ``"rex"``: as
+            ReX's uniform distribution draws them: 3 distinct offsets in ``[0, width)``, so
+            offset 0 (probability 3/width) leaves the first child empty; a 2-D corner is a flat
+            position uniform in ``[1, height x width)``, which can leave the top or left
+            quadrants empty. An empty child is kept by mutants and counted in their ``|A|``, as
+            in ReX, but holds no cells to credit.
     """
 
     iters: int = 20
@@ -141,8 +160,16 @@ class SearchConfig:
     max_batch: int = 64
     compute_dtype: str = "float32"
     linear_synthesis: bool = True
+    map_combination: str = "additive"
+    cut_rule: str = "interior"
 
     def __post_init__(self) -> None:
+        if self.map_combination not in MAP_COMBINATIONS:
+            raise ValueError(
+                f"SearchConfig.map_combination must be one of {MAP_COMBINATIONS}, got {self.map_combination!r}"
+            )
+        if self.cut_rule not in CUT_RULES:
+            raise ValueError(f"SearchConfig.cut_rule must be one of {CUT_RULES}, got {self.cut_rule!r}")
         if self.compute_dtype not in COMPUTE_DTYPES:
             raise ValueError(
                 f"SearchConfig.compute_dtype must be one of {COMPUTE_DTYPES}, got {self.compute_dtype!r}"
@@ -326,26 +353,33 @@ def predict(apply_fn: ApplyFn, params: Any, waveforms: jax.Array) -> jax.Array:
 # ----------------------------------------------------------------------------------------------
 
 
-def _split(u: jax.Array, box: jax.Array, two_d: bool) -> jax.Array:
+def _split(u: jax.Array, box: jax.Array, two_d: bool, rex_cuts: bool = False) -> jax.Array:
     """The 4 children ``[4, 4]`` of one box from 3 random words ``u`` (meaningless for boxes that
-    cannot be split). A draw in ``[0, n)`` is ``u % n``: uniform up to a bias below n / 2**32."""
+    cannot be split). A draw in ``[0, n)`` is ``u % n``: uniform up to a bias below n / 2**32.
+    ``rex_cuts``: ReX's cut rule (``SearchConfig.cut_rule``), which allows empty children."""
     r0, r1, c0, c1 = box[0], box[1], box[2], box[3]
 
     def below(word: jax.Array, n: jax.Array) -> jax.Array:
         return (word % jnp.maximum(n, 1).astype(jnp.uint32)).astype(jnp.int32)
 
     if two_d:
-        row = r0 + 1 + below(u[0], r1 - r0 - 1)
-        col = c0 + 1 + below(u[1], c1 - c0 - 1)
+        if rex_cuts:  # a flat position uniform in [1, h * w), as ReX draws the corner
+            w = jnp.maximum(c1 - c0, 1)
+            pos = 1 + below(u[0], (r1 - r0) * w - 1)
+            row, col = r0 + pos // w, c0 + pos % w
+        else:
+            row = r0 + 1 + below(u[0], r1 - r0 - 1)
+            col = c0 + 1 + below(u[1], c1 - c0 - 1)
         return jnp.stack([
             jnp.stack([r0, row, c0, col]),
             jnp.stack([r0, row, col, c1]),
             jnp.stack([row, r1, c0, col]),
             jnp.stack([row, r1, col, c1]),
         ])
-    # 3 distinct cut points uniformly among the m = width - 1 interior positions: draw them one at
-    # a time from what is left (shifting past the ones already taken).
-    m = c1 - c0 - 1
+    # 3 distinct cut points uniformly among the m = width - 1 interior positions (ReX: the width
+    # offsets 0..width-1): draw them one at a time from what is left (shifting past the ones
+    # already taken).
+    m = c1 - c0 - (0 if rex_cuts else 1)
     a = below(u[0], m)
     b = below(u[1], m - 1)
     b = b + (b >= a).astype(jnp.int32)
@@ -353,7 +387,7 @@ def _split(u: jax.Array, box: jax.Array, two_d: bool) -> jax.Array:
     c = below(u[2], m - 2)
     c = c + (c >= lo).astype(jnp.int32)
     c = c + (c >= hi).astype(jnp.int32)
-    p = jnp.sort(jnp.stack([a, b, c])) + c0 + 1
+    p = jnp.sort(jnp.stack([a, b, c])) + c0 + (0 if rex_cuts else 1)
     edges = jnp.stack([c0, p[0], p[1], p[2], c1])
     return jnp.stack([jnp.stack([r0, r1, edges[j], edges[j + 1]]) for j in range(4)])
 
@@ -418,7 +452,8 @@ class _State(NamedTuple):
     boxes: jax.Array  # [N, I, 3, 4] int32: the job's boxes
     slot_ok: jax.Array  # [N, I, 3] bool: which job slots hold a box
     alive: jax.Array  # [N, I] bool
-    diff: jax.Array  # [N, R + 1, W + 1, C] int32: 2-D difference array of the credits
+    diff: jax.Array  # [N, L, R + 1, W + 1, C] int32: 2-D difference arrays of the credits, one per
+    # iteration (L = iters) for the multiplicative combination of maps, else one in all (L = 1)
     queries: jax.Array  # [N] int32
     deepest: jax.Array  # [N] int32
 
@@ -437,8 +472,11 @@ def _grid2(grid: tuple[int, ...]) -> tuple[int, int]:
 # evaluation stage is the one vmapped, chunked call per depth through ``apply``.
 
 
-def _initial_state(active: np.ndarray, iters: int, grid: tuple[int, ...], num_classes: int) -> _State:
-    """Every iteration at the root: one job, the whole grid (built on the host, nothing to compile)."""
+def _initial_state(
+    active: np.ndarray, iters: int, grid: tuple[int, ...], num_classes: int, per_iteration: bool = False
+) -> _State:
+    """Every iteration at the root: one job, the whole grid (built on the host, nothing to compile).
+    ``per_iteration``: keep each iteration's credits apart (the multiplicative combination)."""
     n = active.shape[0]
     r, w = _grid2(grid)
     boxes = np.zeros((n, iters, _SLOTS, 4), np.int32)
@@ -449,7 +487,7 @@ def _initial_state(active: np.ndarray, iters: int, grid: tuple[int, ...], num_cl
         boxes=jnp.asarray(boxes),
         slot_ok=jnp.asarray(np.broadcast_to(np.arange(_SLOTS) == 0, (n, iters, _SLOTS))),
         alive=jnp.asarray(np.broadcast_to(np.asarray(active, bool)[:, None], (n, iters))),
-        diff=jnp.zeros((n, r + 1, w + 1, num_classes), jnp.int32),
+        diff=jnp.zeros((n, iters if per_iteration else 1, r + 1, w + 1, num_classes), jnp.int32),
         queries=jnp.zeros(n, jnp.int32),
         deepest=jnp.full(n, -1, jnp.int32),
     )
@@ -464,9 +502,10 @@ def _propose(
     *,
     min_box_size: int,
     two_d: bool,
+    rex_cuts: bool = False,
 ) -> _Proposal:
     u = jax.lax.dynamic_index_in_dim(draws, depth, axis=2, keepdims=False)  # [N, I, 3, 3]
-    kids = jax.vmap(jax.vmap(jax.vmap(functools.partial(_split, two_d=two_d))))(u, boxes)
+    kids = jax.vmap(jax.vmap(jax.vmap(functools.partial(_split, two_d=two_d, rex_cuts=rex_cuts))))(u, boxes)
     can = slot_ok & alive[:, :, None] & _splittable(boxes, min_box_size, two_d)
     return _Proposal(kids, jnp.broadcast_to(can[..., None], (*can.shape, len(SUBSETS))))
 
@@ -505,7 +544,8 @@ def _in_chunks(
 
 @functools.partial(
     jax.jit, static_argnames=(
-        "apply_fn", "domain", "grid", "batch", "mesh", "axis", "min_box_size", "compute_dtype", "linear"
+        "apply_fn", "domain", "grid", "batch", "mesh", "axis", "min_box_size", "compute_dtype", "linear",
+        "rex_cuts",
     ),
 )
 def _evaluate(
@@ -528,12 +568,15 @@ def _evaluate(
     min_box_size: int,
     compute_dtype: str = "float32",
     linear: bool = False,
+    rex_cuts: bool = False,
 ) -> tuple[_Proposal, jax.Array, jax.Array]:
     """Split the job boxes, then the top-1 label and target confidence of every valid candidate,
     ``batch`` per model call (whole refinements of 14 per call with ``linear``)."""
     TRACE_COUNTS["evaluate"] += 1
     params = cast_params(params, compute_dtype)  # once, outside the loop over chunks
-    prop = _propose(depth, boxes, slot_ok, alive, draws, min_box_size=min_box_size, two_d=len(grid) == 2)
+    prop = _propose(
+        depth, boxes, slot_ok, alive, draws, min_box_size=min_box_size, two_d=len(grid) == 2, rex_cuts=rex_cuts
+    )
     n, iters, slots, m = prop.valid.shape
     # whole refinements per call, a multiple of the device count so every device gets a share
     per_device = 1 if mesh is None else mesh.shape[axis]
@@ -654,8 +697,12 @@ def _advance(
     rows = jnp.stack([kids[..., 0], kids[..., 0], kids[..., 1], kids[..., 1]], axis=-1)
     cols = jnp.stack([kids[..., 2], kids[..., 3], kids[..., 2], kids[..., 3]], axis=-1)
     clip = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32).reshape(n, 1, 1, 1, 1), rows.shape)
+    # which of the difference arrays: the iteration's own, or the one shared by all
+    per_iteration = state.diff.shape[1] == iters and iters > 1
+    it = jnp.arange(iters, dtype=jnp.int32) if per_iteration else jnp.zeros(iters, jnp.int32)
+    layer = jnp.broadcast_to(it.reshape(1, iters, 1, 1, 1), rows.shape)
     sign = jnp.array([1, -1, -1, 1], jnp.int32).reshape(1, 1, 1, 1, 4, 1)
-    diff = state.diff.at[clip, rows, cols].add(weight[:, :, :, :, None, :] * sign)
+    diff = state.diff.at[clip, layer, rows, cols].add(weight[:, :, :, :, None, :] * sign)
 
     # next job: the passing mutant with the smallest kept area (the first on ties); all mutants of
     # an iteration share its parent, so comparing the change of area is enough
@@ -708,7 +755,10 @@ def _walk(
 ) -> _State:
     """All iterations of all clips, depth by depth in lock-step."""
     n = active.shape[0]
-    state = _initial_state(np.asarray(active), config.iters, grid, 1 if target_only else num_classes)
+    state = _initial_state(
+        np.asarray(active), config.iters, grid, 1 if target_only else num_classes,
+        per_iteration=config.map_combination == "multiplicative",
+    )
     draws = _draws(keys, iters=config.iters, tree_depth=config.tree_depth)
     batch = device_batch(config.max_batch, n * config.iters * _SLOTS * len(SUBSETS), mesh, axis)
     for _ in range(config.tree_depth + 1):
@@ -720,6 +770,7 @@ def _walk(
             min_box_size=config.min_box_size,
             compute_dtype=config.compute_dtype,
             linear=config.linear_synthesis and domain.affine,
+            rex_cuts=config.cut_rule == "rex",
         )
         state = _advance(state, prop, pred, conf, targets, thresholds, target_only=target_only)
     return state
@@ -811,15 +862,42 @@ def responsibility_maps(
     )
     # integrate the difference arrays on the host, exactly (int64), once
     r, w = _grid2(tuple(grid))
-    credits = np.cumsum(np.cumsum(np.asarray(state.diff, np.int64), axis=1), axis=2)[:, :r, :w, :]
-    maps = np.moveaxis(credits, -1, 1).reshape((n, credits.shape[-1], *grid))
+    credits = np.cumsum(np.cumsum(np.asarray(state.diff, np.int64), axis=2), axis=3)[:, :, :r, :w, :]
+    combined = combine_maps(credits / CREDIT_UNIT, config.map_combination)  # [N, R, W, C]
+    maps = np.moveaxis(combined, -1, 1).reshape((n, combined.shape[-1], *grid))
     return SearchResult(
-        maps=(maps / CREDIT_UNIT).astype(np.float32),
+        maps=maps.astype(np.float32),
         targets=np.asarray(tgt),
         target_confidence=np.asarray(conf, np.float32),
         queries=np.asarray(state.queries, np.int64),
         depth=np.asarray(state.deepest),
     )
+
+
+def combine_maps(credits: np.ndarray, combination: str = "additive") -> np.ndarray:
+    """Combine the iterations' credit maps ``credits[N, L, *grid, C]`` into ``[N, *grid, C]``.
+
+    ``"additive"``: the sum over the L iterations. ``"multiplicative"`` (ReX's default
+    ``responsibility_style``): the product over iterations of ``1 + credit``, divided by its
+    maximum over the grid per clip and class (ReX rescales to a maximum of 1 after each product,
+    which ends the same); computed as sums of ``log1p`` in float64. A class with no credit in any
+    iteration keeps a zero map.
+
+    Example:
+        >>> credits = np.array([[[1.0, 0.0], [1.0, 1.0]]])[..., None]  # 1 clip, 2 iterations, 2 cells
+        >>> combine_maps(credits, "multiplicative")[..., 0]  # (2 x 2, 1 x 2) / 4
+        array([[1. , 0.5]])
+    """
+    if combination == "additive":
+        return credits.sum(axis=1)
+    if combination != "multiplicative":
+        raise ValueError(f"unknown map combination {combination!r}; expected one of {MAP_COMBINATIONS}")
+    logs = np.log1p(np.asarray(credits, np.float64)).sum(axis=1)  # [N, *grid, C]
+    grid_axes = tuple(range(1, logs.ndim - 1))
+    top = logs.max(axis=grid_axes, keepdims=True)
+    credited = np.asarray(credits).any(axis=(1, *(a + 1 for a in grid_axes)), keepdims=False)  # [N, C]
+    out = np.exp(logs - top)
+    return np.where(credited.reshape(credited.shape[0], *(1,) * len(grid_axes), -1), out, 0.0)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -856,10 +934,12 @@ def responsibility_loop(
     tgt = int(np.argmax(probs)) if target is None else int(target)
     threshold = probs[tgt] * np.float32(config.confidence_filter)
     classify = _loop_classifier(apply_fn, domain, config.compute_dtype)
-    split = _loop_splitter(two_d)
-    maps = np.zeros((probs.shape[0], r, w), np.float64)
+    split = _loop_splitter(two_d, config.cut_rule == "rex")
+    per_iteration = []
     queries, deepest = 0, -1
     for words in np.asarray(_draws(clip_keys(key, 1), iters=config.iters, tree_depth=config.tree_depth))[0]:
+        maps = np.zeros((probs.shape[0], r, w), np.float64)
+        per_iteration.append(maps)
         parent = np.ones((r, w), bool)
         job = [(0, r, 0, w)]
         for depth in range(config.tree_depth + 1):
@@ -894,6 +974,14 @@ def responsibility_loop(
             if best is None:
                 break
             _, parent, job = best
+    if config.map_combination == "additive":
+        maps = np.sum(per_iteration, axis=0)
+    else:  # as ReX merges: start at 1, multiply by each iteration's 1 + credit, rescale to max 1
+        maps = np.ones((probs.shape[0], r, w), np.float64)
+        for credit in per_iteration:
+            maps *= 1.0 + credit
+            maps /= maps.max(axis=(1, 2), keepdims=True)
+        maps[~np.any(per_iteration, axis=(0, 2, 3))] = 0.0  # ReX has no map for a class never credited
     return SearchResult(
         maps=maps.reshape((probs.shape[0], *grid))[None].astype(np.float32),
         targets=np.array([tgt]),
@@ -914,5 +1002,5 @@ def _loop_classifier(apply_fn: ApplyFn, domain: Domain, compute_dtype: str = "fl
 
 
 @functools.lru_cache(maxsize=4)
-def _loop_splitter(two_d: bool) -> Callable:
-    return jax.jit(lambda u, box: _split(u, box, two_d))
+def _loop_splitter(two_d: bool, rex_cuts: bool = False) -> Callable:
+    return jax.jit(lambda u, box: _split(u, box, two_d, rex_cuts))

@@ -95,24 +95,35 @@ def test_study_tables_match_statistics(finished):
         np.testing.assert_array_equal(arrays.labels[f, f][v], arrays.original[f][v])
     # the deaf model says "mid" on everything, the empty signal included
     assert set(arrays.original[2]) == {1} and arrays.empty[2] == 1
-    # the tables are exactly what the statistics functions give on the stored arrays
+    # the tables are exactly what the statistics functions give on the stored arrays; trivial
+    # clips (the empty signal already gets the label) are not transfer sources by default
+    valid = arrays.valid & (arrays.true >= 0)[None]
+    common = dict(trivial=arrays.trivial, empty=arrays.empty, num_classes=3,
+                  model_names=list(arrays.model_names), n_boot=200, seed=3)
     pairs = pd.read_csv(out / "tables" / "pairs.csv")
-    direct = transfer_analysis(
-        arrays.labels, arrays.original, valid=arrays.valid & (arrays.true >= 0)[None], true=arrays.true,
-        num_classes=3, model_names=list(arrays.model_names), n_boot=200, seed=3,
-    ).pairs_frame()
+    result = transfer_analysis(arrays.labels, arrays.original, valid=valid, true=arrays.true, **common)
+    direct = result.pairs_frame(arrays.label_names)
     pd.testing.assert_frame_equal(pairs, direct.reset_index(drop=True), check_dtype=False, atol=1e-9)
     info = pd.read_csv(out / "tables" / "information.csv")
-    direct_info = pairwise_information(
-        arrays.labels, arrays.original, true=arrays.true, valid=arrays.valid & (arrays.true >= 0)[None],
-        num_classes=3, model_names=list(arrays.model_names), n_boot=200, seed=3,
-    )
+    direct_info = pairwise_information(arrays.labels, arrays.original, true=arrays.true, valid=valid,
+                                       label_names=arrays.label_names, **common)
     pd.testing.assert_frame_equal(info, direct_info.reset_index(drop=True), check_dtype=False, atol=1e-9)
     metrics = pd.read_csv(out / "tables" / "metrics.csv")
     direct_m = classification_metrics(
         arrays.original, arrays.true, num_classes=3, model_names=list(arrays.model_names), n_boot=200, seed=3
     )
-    pd.testing.assert_frame_equal(metrics, direct_m.reset_index(drop=True), check_dtype=False, atol=1e-9)
+    pd.testing.assert_frame_equal(metrics[list(direct_m)], direct_m.reset_index(drop=True), check_dtype=False,
+                                  atol=1e-9)
+    # every table says per model how many clips were trivial and which label silence gets: the
+    # deaf model's every verified signal is trivial, so it is no source at all
+    trivial = (arrays.trivial & valid).sum(1)
+    assert trivial[2] == valid[2].sum() > 0
+    assert (pairs[pairs.source == "deaf"].n == 0).all()
+    assert metrics.trivial.tolist() == trivial.tolist() and metrics.silence_label[2] == "mid"
+    assert pairs.source_trivial.tolist() == np.repeat(trivial, 3).tolist()
+    task = pd.read_csv(out / "tables" / "task.csv")
+    assert f"deaf: {trivial[2]} (silence -> mid)" in task.trivial_by_model[0]
+    assert (task.interval == "korn_graubard").all() and (pairs.interval == "clopper_pearson").all()
     # the wide model is right on every clip; the deaf one on a third
     acc = metrics.set_index("model")["accuracy"]
     assert acc["wide"] == 1.0 and abs(acc["deaf"] - 1 / 3) < 1e-6
@@ -269,3 +280,19 @@ def test_report_in_headless_browser(finished):
         assert not errors, errors
     finally:
         driver.quit()
+
+
+def test_report_marks_trivial_clips(finished):
+    # the deaf model gives "mid" to silence: each of its cards says so and lists nobody who "agrees"
+    out, arrays = finished
+    html = write_report(out).read_text()
+    for fi, name in enumerate(arrays.model_names):
+        section = html.split(f"<h3>{name}</h3>", 1)[1].split("<h3>", 1)[0]
+        cards = section.split("<div class='clip'>")[1:]
+        assert cards, f"no clip card for {name}"
+        for card in cards:
+            i = int(card.split("<b>clip ", 1)[1].split("<", 1)[0])
+            silent = bool(arrays.trivial[fi, i])
+            assert ("label given to silence" in card) == silent
+            assert ("other models that agree" in card) == (not silent)
+    assert arrays.trivial[2].all()

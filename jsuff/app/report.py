@@ -236,7 +236,7 @@ _CARD = _ENV.from_string(
     "<div class='clip'>"
     "<p><b>clip {{ i }}</b> ({{ file }}) → {{ label }}; "
     "kept {{ '%.1f%%' % (100 * size) }} of the grid, {{ '%.1f%%' % (100 * energy) }} of the energy; "
-    "other models that agree: {{ agree | join(', ') or 'none' }}</p>"
+    "{{ verdict }}</p>"
     "<p>original <audio controls preload='none' src='{{ orig_src }}'></audio> "
     "sufficient <audio controls preload='none' src='{{ suff_src }}'></audio></p>"
     "<img alt=\"{{ alt }}\" src=\"{{ png }}\"></div>"
@@ -357,6 +357,11 @@ def _clip_sections(root: Path, out: Path, arrays: StudyArrays, meta: Mapping[str
                 write_wav(out / suff_rel, batch["sufficient"][j], rate)
                 lab = arrays.label_names[arrays.original[fi, i]]
                 agree = [g for gi, g in enumerate(arrays.model_names) if arrays.labels[fi, gi, i] == arrays.original[fi, i] and gi != fi]
+                # a trivial clip's "sufficient signal" is silence: no transfer source, nobody "agrees"
+                if batch["empty_is_target"][j]:
+                    verdict = "label given to silence (the empty signal already gets it): not a transfer source"
+                else:
+                    verdict = f"other models that agree: {', '.join(agree) or 'none'}"
                 png = clip_figure(
                     _resampled(clips[i], sr, rate, batch["sufficient"].shape[1]),
                     batch["mask"][j],
@@ -371,7 +376,7 @@ def _clip_sections(root: Path, out: Path, arrays: StudyArrays, meta: Mapping[str
                     label=lab,
                     size=float(batch["size_fraction"][j]),
                     energy=float(batch["energy_fraction"][j]),
-                    agree=agree,
+                    verdict=verdict,
                     orig_src=_href(orig_rel),
                     suff_src=_href(suff_rel),
                     alt=f"clip {i} of {name}",
