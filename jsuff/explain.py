@@ -34,7 +34,8 @@ from jax.sharding import Mesh
 from jsuff.audio import AudioError, validate_waveform, write_wav
 from jsuff.domains import RFFT, Domain
 from jsuff.extract import ExtractConfig, Extraction, Oracle, extract as extract_set
-from jsuff.search import ApplyFn, SearchConfig, analyze_and_predict, clip_keys, replicate, responsibility_maps
+from jsuff.evaluate import ApplyFn, analyze_and_predict, clip_keys, replicate
+from jsuff.search import SearchConfig, responsibility_maps
 
 __all__ = ["Explanation", "explain", "explain_many"]
 
@@ -169,7 +170,7 @@ def explain_many(
     per_clip = clip_keys(key if keys is None else keys, n)
     params = replicate(params, mesh)
     chunk = extract.resolved_chunk_size(config.min_box_size)
-    coeffs, logits = analyze_and_predict(apply_fn, domain, params, jnp.asarray(x))
+    coeffs, logits = analyze_and_predict(params, jnp.asarray(x), apply_fn=apply_fn, domain=domain)
     probs = np.asarray(jax.nn.softmax(logits, axis=-1))
     tgt = np.argmax(probs, axis=-1) if targets is None else np.broadcast_to(np.asarray(targets, np.int64), (n,))
     if ((tgt < 0) | (tgt >= probs.shape[1])).any():

@@ -39,7 +39,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -49,12 +48,12 @@ import numpy as np
 from jax.sharding import Mesh
 
 from jsuff.domains import Coefficients, Domain
-from jsuff.search import (
-    TRACE_COUNTS,
+from jsuff.evaluate import (
     ApplyFn,
     analyze_and_predict,
     device_batch,
     masked_logits,
+    model_jit,
     resolve_axis,
     top1_and_confidence,
 )
@@ -150,7 +149,7 @@ def _identity_ranking(cells: int, chunk_size: int) -> Ranking:
     return rank(np.zeros(cells), chunk_size)
 
 
-@functools.partial(jax.jit, static_argnames=("apply_fn", "domain", "grid", "batch", "mesh", "axis"))
+@model_jit(static_argnames=("domain", "grid", "batch", "mesh", "axis"))
 def _classify_sets(
     params: Any,
     coeffs: Coefficients,
@@ -166,7 +165,6 @@ def _classify_sets(
     axis: str | None,
 ) -> tuple[jax.Array, jax.Array]:
     """Top-1 label and target confidence of each chunk set ``include[P, num_chunks]``."""
-    TRACE_COUNTS["classify_sets"] += 1
     rows = include.shape[0]
     one_clip = jax.tree_util.tree_map(lambda a: a[None], coeffs)
     clip = jnp.zeros(batch, jnp.int32)
@@ -249,7 +247,7 @@ class Oracle:
         x = jnp.asarray(waveform, jnp.float32)
         if x.ndim != 1:
             raise ValueError(f"Oracle.for_clip takes one clip [T], got shape {x.shape}")
-        coeffs, logits = analyze_and_predict(apply_fn, domain, params, x[None])
+        coeffs, logits = analyze_and_predict(params, x[None], apply_fn=apply_fn, domain=domain)
         probs = np.asarray(jax.nn.softmax(logits[0]))
         tgt = int(np.argmax(probs)) if target is None else int(target)
         one = jax.tree_util.tree_map(lambda a: a[0], coeffs)

@@ -40,7 +40,6 @@ import dataclasses
 import hashlib
 import io
 import json
-import math
 import sys
 import time
 import tomllib
@@ -59,7 +58,8 @@ from jsuff.domains import get_domain
 from jsuff.explain import Explanation, explain_many
 from jsuff.extract import ExtractConfig
 from jsuff.models.base import InputPolicy, Model, ModelError, fit_length, load_model
-from jsuff.search import SearchConfig, on_shards, replicate, resolve_axis
+from jsuff.evaluate import predict
+from jsuff.search import SearchConfig
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 
@@ -339,40 +339,9 @@ def predict_logits(
 
     With a mesh, each batch is split over its devices along the batch axis.
     """
-    n = waveforms.shape[0]
-    if n == 0:
+    if waveforms.shape[0] == 0:
         return np.zeros((0, model.num_classes), np.float32)
-    ndev = 1 if mesh is None else mesh.devices.size
-    b = max(ndev, int(math.ceil(min(batch, n) / ndev)) * ndev)
-    axis = resolve_axis(mesh, None)  # the mesh's first axis
-    fn = _batched_apply(model.apply, mesh, axis)
-    params = replicate(model.params, mesh)
-    sharding = None
-    if mesh is not None:
-        sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(axis))
-    out = []
-    for s in range(0, n, b):
-        chunk = waveforms[s : s + b]
-        pad = b - chunk.shape[0]
-        if pad:
-            chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], chunk.dtype)])
-        xs = jnp.asarray(chunk, jnp.float32)
-        if sharding is not None:
-            xs = jax.device_put(xs, sharding)
-        out.append(np.asarray(fn(params, xs))[: b - pad])
-    return np.concatenate(out).astype(np.float32)
-
-
-_APPLY_CACHE: dict[tuple[int, Any, str | None], Callable] = {}
-
-
-def _batched_apply(apply: Callable, mesh: jax.sharding.Mesh | None, axis: str | None) -> Callable:
-    """``apply`` jitted; with a mesh, each device runs it on its own share of the batch along
-    ``axis`` (:func:`jsuff.search.on_shards`: a model's FFTs are not gathered onto every device)."""
-    key = (id(apply), mesh, axis)
-    if key not in _APPLY_CACHE:
-        _APPLY_CACHE[key] = jax.jit(lambda p, x: on_shards(apply, mesh, axis, (p,), (x,)))
-    return _APPLY_CACHE[key]
+    return np.asarray(predict(model.apply, model.params, waveforms, batch=batch, mesh=mesh), np.float32)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -37,6 +37,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jsuff.evaluate import predict
+
 Params = Any
 ApplyFn = Callable[[Params, jax.Array], jax.Array]
 
@@ -182,18 +184,7 @@ class Model:
 
     def __call__(self, waveforms: jax.Array) -> jax.Array:
         """Logits for ``waveforms[B, T]`` (jitted; already at the model's rate and length)."""
-        return _jitted(self.apply)(self.params, jnp.asarray(waveforms, jnp.float32))
-
-
-_JIT_CACHE: dict[int, Callable] = {}
-
-
-def _jitted(fn: ApplyFn) -> Callable:
-    # One compiled function per apply function, so repeated calls reuse XLA's cache.
-    key = id(fn)
-    if key not in _JIT_CACHE:
-        _JIT_CACHE[key] = jax.jit(fn)
-    return _JIT_CACHE[key]
+        return predict(self.apply, self.params, waveforms)
 
 
 # ----------------------------------------------------------------------------------------------
