@@ -39,6 +39,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import statistics
@@ -193,9 +194,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import jax
 
-    from jsuff import ExtractConfig, Oracle, SearchConfig, explain
+    from jsuff import ExtractConfig, SearchConfig, explain
     from jsuff.domains import RFFT
-    from jsuff.extract import extract
+    from jsuff.extract import extract, for_clips
 
     R = _import_rex()
     from importlib.metadata import version
@@ -222,9 +223,9 @@ def main(argv: list[str] | None = None) -> int:
             coeffs = RFFT().analyze(jax.numpy.asarray(x))
             rex_wave = RFFT().synthesize(coeffs, jax.numpy.asarray(r["mask"]))[None]
             rex_ok_by_jsuff = _top1(apply_fn, params, rex_wave)[0] == e.target
-            oracle = Oracle.for_clip(apply_fn, params, RFFT(), x, target=r["target"], chunk_size=args.min_box,
-                                     max_batch=args.max_batch)
-            from_rex_map = extract(oracle, r["map"], ext)
+            problem, _ = for_clips(apply_fn, params, RFFT(), x, dataclasses.replace(ext, chunk_size=args.min_box),
+                                   targets=r["target"], max_batch=args.max_batch)
+            (from_rex_map,) = extract(problem, r["map"][None])
             row = {
                 "model": name, "clip_seed": seed, "seconds_audio": args.seconds, "bins": e.mask.size,
                 "iters": args.iters, "depth": args.depth, "min_box": args.min_box,
