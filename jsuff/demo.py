@@ -36,6 +36,17 @@ from jsuff.study import DataConfig, ModelSpec, StudyConfig, StudyError, run_stud
 from jsuff.zoo.data import make_dataset, write_dataset
 from jsuff.zoo.registry import DATA_SEED, DURATION, SAMPLE_RATE, ZOO, ZOO_DIR, read_zoo_json
 
+__all__ = [
+    "DemoSettings",
+    "DemoSummary",
+    "FULL",
+    "QUICK",
+    "TASK",
+    "demo_config",
+    "run_demo",
+    "write_test_clips",
+]
+
 TASK = "generated-music"
 
 

@@ -55,6 +55,32 @@ import numpy as np
 import pandas as pd
 from jax.typing import ArrayLike
 
+__all__ = [
+    "CONDITIONS",
+    "Estimate",
+    "LabelArrayError",
+    "LabelArrays",
+    "OUTLIER_METHODS",
+    "Rates",
+    "TAILS",
+    "TransferResult",
+    "as_label_array",
+    "as_mask",
+    "bootstrap_indices",
+    "bootstrap_weights",
+    "check_inputs",
+    "check_label_range",
+    "check_model_names",
+    "condition_mask",
+    "flat_earthers",
+    "infer_num_classes",
+    "outlier_scores",
+    "percentile_interval",
+    "transfer_analysis",
+    "transfer_counts",
+    "transfer_matrix",
+]
+
 CONDITIONS = ("all", "agree", "correct")
 OUTLIER_METHODS = ("mad", "loo")
 TAILS = ("both", "lower", "upper")
