@@ -314,13 +314,15 @@ class Clips(NamedTuple):
         logits: ``[N, C]`` the model's class logits on the clips.
         targets: ``[N]`` int32, the labels to explain (given, or each clip's top-1).
         confidence: ``[N]`` float32 softmax confidence of the target on each clip.
+
+    The arrays stay on the device (nothing waits for them), as they come from the model.
     """
 
     waveforms: np.ndarray
     coeffs: Coefficients
     logits: jax.Array
-    targets: np.ndarray
-    confidence: np.ndarray
+    targets: jax.Array
+    confidence: jax.Array
 
 
 def prepare(
@@ -369,7 +371,7 @@ def prepare(
         if bool(((tgt < 0) | (tgt >= c)).any()):
             raise ValueError(f"targets {np.asarray(tgt).tolist()} out of range for {c} classes")
     conf = jnp.take_along_axis(jax.nn.softmax(logits, axis=-1), tgt[:, None], axis=1)[:, 0]
-    return Clips(x, coeffs, logits, np.asarray(tgt), np.asarray(conf, np.float32))
+    return Clips(x, coeffs, logits, tgt, conf)
 
 
 # ----------------------------------------------------------------------------------------------

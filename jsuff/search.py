@@ -619,7 +619,7 @@ def responsibility_maps(
         clips = waveforms
     else:
         clips = prepare(apply_fn, params, waveforms, domain=domain, min_box_size=config.min_box_size, targets=targets)
-    coeffs, tgt, conf = clips.coeffs, jnp.asarray(clips.targets), jnp.asarray(clips.confidence)
+    coeffs, tgt, conf = clips.coeffs, clips.targets, clips.confidence
     n, t = clips.waveforms.shape
     grid = domain.grid_shape(t)
     num_classes = int(clips.logits.shape[1])
@@ -671,7 +671,7 @@ def responsibility_loop(
     two_d = len(grid) == 2
     r, w = _grid2(grid)
     one = jax.tree_util.tree_map(lambda a: a[0], clips.coeffs)
-    tgt, conf = int(clips.targets[0]), clips.confidence[0]
+    tgt, conf = int(clips.targets[0]), np.float32(clips.confidence[0])
     threshold = conf * np.float32(config.confidence_filter)
     split = _loop_splitter(two_d)
     maps = np.zeros((clips.logits.shape[1], r, w), np.float64)
