@@ -161,7 +161,7 @@ def candidates(seconds: float, batch: int, seed: int = 0) -> tuple[np.ndarray, n
 def candidate_logits(
     model: Any, x: np.ndarray, masks: np.ndarray, compute_dtype: str = "float32"
 ) -> tuple[float, Callable[[], Any], Any]:
-    """Compile the search's candidate evaluation (``jsuff.search.masked_logits``: masks, rfft
+    """Compile the search's candidate evaluation (``jsuff.evaluate.masked_logits``: masks, rfft
     synthesis, the model) for one batch; returns ``(compile_s, run, compiled)`` where ``run()``
     gives the float32 logits ``[B, C]``, ready (``block_until_ready``), and ``compiled`` is the
     XLA executable (for ``cost_analysis()``)."""
@@ -169,7 +169,7 @@ def candidate_logits(
     import jax.numpy as jnp
 
     from jsuff.domains import RFFT
-    from jsuff.search import masked_logits
+    from jsuff.evaluate import masked_logits
 
     coeffs = jax.vmap(RFFT().analyze)(jnp.asarray(x)[None])
     jm = jnp.asarray(masks)

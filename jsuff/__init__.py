@@ -3,7 +3,7 @@
 from jsuff.audio import AudioError, load_audio, resample, validate_waveform, write_wav
 from jsuff.domains import RFFT, STFT, Coefficients, Domain, Time, get_domain
 from jsuff.explain import Explanation, explain, explain_many
-from jsuff.extract import ExtractConfig, Extraction, Oracle
+from jsuff.extract import ExtractConfig, Extraction, Problem
 from jsuff.models import InputPolicy, Model, ModelError, load_model
 from jsuff.search import SearchConfig, SearchResult, responsibility_loop, responsibility_maps
 
@@ -31,7 +31,7 @@ __all__ = [
     "InputPolicy",
     "Model",
     "ModelError",
-    "Oracle",
+    "Problem",
     "SearchConfig",
     "SearchResult",
     "Time",

@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["FILLS", "RFFT", "STFT", "Coefficients", "Domain", "Time", "get_domain"]
+__all__ = ["DOMAINS", "FILLS", "RFFT", "STFT", "Coefficients", "Domain", "Time", "get_domain"]
 
 FILLS = ("zero", "noise", "mean")
 
@@ -299,7 +299,7 @@ def _window(name: str, n: int) -> np.ndarray:
     return _window_cached(name, int(n))
 
 
-_DOMAINS: dict[str, type[Domain]] = {"rfft": RFFT, "stft": STFT, "time": Time}
+DOMAINS: dict[str, type[Domain]] = {"rfft": RFFT, "stft": STFT, "time": Time}
 
 
 def get_domain(name: str, **kwargs: Any) -> Domain:
@@ -309,9 +309,9 @@ def get_domain(name: str, **kwargs: Any) -> Domain:
         >>> get_domain("stft", n_fft=256, hop=64)
         STFT(fill='zero', noise_level=0.1, noise_seed=0, n_fft=256, hop=64, window='hann')
     """
-    if name not in _DOMAINS:
-        raise ValueError(f"unknown domain {name!r}; choose one of {', '.join(_DOMAINS)}")
-    cls = _DOMAINS[name]
+    if name not in DOMAINS:
+        raise ValueError(f"unknown domain {name!r}; choose one of {', '.join(DOMAINS)}")
+    cls = DOMAINS[name]
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(kwargs) - names)
     if unknown:

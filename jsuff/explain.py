@@ -1,10 +1,14 @@
 """The entry point: explain a classifier's label on a clip by a minimal sufficient signal.
 
-:func:`explain` checks the clip, classifies it and its empty signal, runs the responsibility search
-(:mod:`jsuff.search`) unless the empty signal already has the label, extracts a sufficient set
-(:mod:`jsuff.extract`) and returns an :class:`Explanation`. :func:`explain_many` does the same for
-``N`` clips of one length with the search batched across clips; its results equal one-at-a-time
-calls with the same per-clip keys.
+:func:`explain_many` explains ``N`` clips of one length in four steps, each once for all clips:
+
+1. check, analyse and classify the clips (:func:`jsuff.evaluate.prepare`);
+2. classify their empty signals and full reconstructions (:func:`jsuff.extract.describe`);
+3. search the clips whose empty signal does not already have the label, batched
+   (:func:`jsuff.search.responsibility_maps`);
+4. extract a sufficient set from each map, batched (:func:`jsuff.extract.extract`).
+
+Its results equal one-at-a-time calls with the same per-clip keys. :func:`explain` is one clip.
 
 Example:
     >>> import jax, jax.numpy as jnp, numpy as np
@@ -31,10 +35,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from jsuff.audio import AudioError, validate_waveform, write_wav
-from jsuff.domains import RFFT, Domain
-from jsuff.extract import ExtractConfig, Extraction, Oracle, extract as extract_set
-from jsuff.search import ApplyFn, SearchConfig, analyze_and_predict, clip_keys, replicate, responsibility_maps
+from jsuff.audio import AudioError, write_wav
+from jsuff.domains import RFFT, Coefficients, Domain
+from jsuff.evaluate import ApplyFn, clip_keys, prepare, replicate
+from jsuff.extract import ExtractConfig, Extraction, Problem, describe, extract as extract_sets
+from jsuff.search import SearchConfig, responsibility_maps
 
 __all__ = ["Explanation", "explain", "explain_many"]
 
@@ -116,19 +121,6 @@ class Explanation:
         return d
 
 
-def _check_clips(x: np.ndarray, domain: Domain, config: SearchConfig, name: str) -> None:
-    cells = int(np.prod(domain.grid_shape(x.shape[-1])))
-    if cells < config.min_box_size:
-        raise AudioError(
-            f"{name} is too short: {x.shape[-1]} samples give a {domain.name} grid of {cells} cells, "
-            f"fewer than min_box_size={config.min_box_size}"
-        )
-    silent = np.flatnonzero(~np.any(x != 0, axis=-1))
-    if silent.size:
-        which = name if x.shape[0] == 1 else f"{name}[{', '.join(map(str, silent.tolist()))}]"
-        raise AudioError(f"{which} is all zeros (silence): there is no signal to explain")
-
-
 def explain_many(
     apply_fn: ApplyFn,
     params: Any,
@@ -143,7 +135,7 @@ def explain_many(
     mesh: Mesh | None = None,
     mesh_axis: str | None = None,
 ) -> list[Explanation]:
-    """Explain ``N`` clips, batching the search across them.
+    """Explain ``N`` clips, batching the analysis, the search and the extraction across them.
 
     Args:
         apply_fn, params: the model, ``apply(params, waveforms[B, T]) -> logits[B, C]``.
@@ -162,32 +154,24 @@ def explain_many(
     """
     if (key is None) == (keys is None):
         raise ValueError("pass exactly one of key= (one key) or keys= ([N] keys)")
-    x = validate_waveform(np.asarray(waveforms), name="waveforms" if np.ndim(waveforms) == 2 else "waveform")
-    x = x[None] if x.ndim == 1 else x
-    n = x.shape[0]
-    _check_clips(x, domain, config, "waveforms" if n > 1 else "waveform")
-    per_clip = clip_keys(key if keys is None else keys, n)
     params = replicate(params, mesh)
+    clips = prepare(
+        apply_fn, params, waveforms, domain=domain, min_box_size=config.min_box_size, targets=targets,
+        allow_silence=False,
+    )
+    n = clips.targets.shape[0]
+    per_clip = clip_keys(key if keys is None else keys, n)
     chunk = extract.resolved_chunk_size(config.min_box_size)
-    coeffs, logits = analyze_and_predict(apply_fn, domain, params, jnp.asarray(x))
-    probs = np.asarray(jax.nn.softmax(logits, axis=-1))
-    tgt = np.argmax(probs, axis=-1) if targets is None else np.broadcast_to(np.asarray(targets, np.int64), (n,))
-    if ((tgt < 0) | (tgt >= probs.shape[1])).any():
-        raise ValueError(f"targets {tgt.tolist()} out of range for {probs.shape[1]} classes")
-    oracles = [
-        Oracle(
-            apply_fn, params, domain, jax.tree_util.tree_map(lambda a, i=i: a[i], coeffs), int(tgt[i]),
-            float(probs[i, tgt[i]]), tau=extract.tau, chunk_size=chunk, per_call=extract.prefixes_per_call,
-            max_batch=config.max_batch, mesh=mesh, mesh_axis=mesh_axis,
-        )
-        for i in range(n)
-    ]
-    active = np.array([not o.empty_is_target for o in oracles])
-    grid = tuple(domain.grid_shape(x.shape[1]))
+    problem, base_queries = describe(
+        apply_fn, params, domain, clips, dataclasses.replace(extract, chunk_size=chunk),
+        max_batch=config.max_batch, mesh=mesh, mesh_axis=mesh_axis,
+    )
+    active = ~problem.empty_is_target
+    grid = problem.grid
     if active.any():
         search = responsibility_maps(
-            apply_fn, params, x, domain=domain, config=config, key=per_clip, targets=tgt, active=active,
-            mesh=mesh, mesh_axis=mesh_axis, target_only=True,
+            apply_fn, params, clips, domain=domain, config=config, key=per_clip, active=active, mesh=mesh,
+            mesh_axis=mesh_axis, target_only=True,
         )
         maps, search_queries = search.maps[:, 0], search.queries
     else:
@@ -197,30 +181,33 @@ def explain_many(
         "search": dataclasses.asdict(config),
         "extract": dataclasses.asdict(extract),
     }
-    out = []
-    for i, oracle in enumerate(oracles):
-        resp = maps[i]
-        found = extract_set(oracle, resp, extract)
-        out.append(_explanation(oracle, domain, resp, found, int(search_queries[i]), chunk, extract.mode, settings))
-    return out
+    found = extract_sets(problem, maps)
+    return [
+        _explanation(
+            problem, i, maps[i], found[i], int(base_queries[i] + 1 + search_queries[i]), int(search_queries[i]),
+            extract.mode, settings,
+        )
+        for i in range(n)
+    ]
 
 
 def _explanation(
-    oracle: Oracle,
-    domain: Domain,
+    problem: Problem,
+    i: int,
     resp: np.ndarray,
     ex: Extraction,
+    queries: int,
     search_queries: int,
-    chunk: int,
     mode: str,
     settings: Mapping[str, Any],
 ) -> Explanation:
+    coeffs: Coefficients = jax.tree_util.tree_map(lambda a: a[i], problem.coeffs)
     mask = np.asarray(ex.mask, bool)
-    energy = np.asarray(domain.cell_energy(oracle.coeffs), np.float64)
-    wave = np.asarray(domain.synthesize(oracle.coeffs, jnp.asarray(mask)), np.float32)
+    energy = np.asarray(problem.domain.cell_energy(coeffs), np.float64)
+    wave = np.asarray(problem.domain.synthesize(coeffs, jnp.asarray(mask)), np.float32)
     return Explanation(
-        target=oracle.target,
-        target_confidence=oracle.confidence,
+        target=int(problem.targets[i]),
+        target_confidence=float(problem.confidence[i]),
         mask=mask,
         responsibility=np.asarray(resp, np.float32),
         sufficient_waveform=wave,
@@ -229,18 +216,18 @@ def _explanation(
         necessary=ex.necessary,
         minimal=ex.minimal,
         removable_chunks=ex.removable,
-        queries=1 + ex.queries + search_queries,  # 1: the clip itself
+        queries=queries + ex.queries,  # the clip, its empty and full signals, the search, the extraction
         search_queries=search_queries,
         size_fraction=float(mask.mean()),
         energy_fraction=float(energy[mask].sum() / energy.sum()),
-        empty_label=oracle.empty_label,
-        empty_confidence=oracle.empty_confidence,
+        empty_label=int(problem.empty_label[i]),
+        empty_confidence=float(problem.empty_confidence[i]),
         empty_is_target=ex.empty_is_target,
         sufficient_label=ex.label,
         sufficient_confidence=ex.confidence,
         label_without=ex.label_without,
         grid_shape=tuple(int(g) for g in mask.shape),
-        chunk_size=chunk,
+        chunk_size=problem.config.chunk_size,
         mode=mode,
         settings=dict(settings),
     )
@@ -270,10 +257,9 @@ def explain(
         target: the label to explain (default: the model's top-1).
         mesh, mesh_axis: shard candidate batches over a mesh axis.
     """
-    x = validate_waveform(np.asarray(waveform), name="waveform")
-    if x.ndim != 1:
-        raise AudioError(f"waveform must be one clip [T], got shape {x.shape} (use explain_many)")
+    if np.ndim(waveform) != 1:
+        raise AudioError(f"waveform must be one clip [T], got shape {np.shape(waveform)} (use explain_many)")
     return explain_many(
-        apply_fn, params, x, domain=domain, config=config, extract=extract, keys=clip_keys(key, 1),
+        apply_fn, params, waveform, domain=domain, config=config, extract=extract, key=key,
         targets=None if target is None else [target], mesh=mesh, mesh_axis=mesh_axis,
     )[0]

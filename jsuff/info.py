@@ -72,6 +72,22 @@ from jsuff.transfer import (
 )
 from jsuff.intervals import clopper_pearson
 
+__all__ = [
+    "ESTIMATORS",
+    "NMI_VARIANTS",
+    "classification_metrics",
+    "conditional_entropy",
+    "contingency_table",
+    "entropy",
+    "entropy_from_counts",
+    "joint_entropy",
+    "mutual_information",
+    "mutual_information_from_table",
+    "normalized_mutual_information",
+    "normalized_mutual_information_from_table",
+    "pairwise_information",
+]
+
 ESTIMATORS = ("plugin", "miller_madow")
 NMI_VARIANTS = ("arithmetic", "geometric", "min", "max", "joint")
 

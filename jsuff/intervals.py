@@ -37,6 +37,18 @@ from statistics import NormalDist
 import numpy as np
 from numpy.typing import ArrayLike
 
+__all__ = [
+    "BINOMIAL_METHODS",
+    "beta_ppf",
+    "betainc",
+    "binomial_interval",
+    "clopper_pearson",
+    "effective_n_interval",
+    "normal_ppf",
+    "student_t_ppf",
+    "wilson",
+]
+
 #: Binomial interval methods of :func:`binomial_interval`.
 BINOMIAL_METHODS = ("clopper_pearson", "wilson")
 

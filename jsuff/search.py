@@ -37,7 +37,8 @@ away). With ``linear_synthesis`` (the default, ``max_batch >= 14``) a chunk is w
 synthesis is affine in the mask, so a refinement's 14 mutants are sums of 5 syntheses (the box's
 surroundings and its 4 children), which cuts the inverse transforms per candidate from 1 to 5/14.
 With a mesh, each chunk is split over one mesh axis and every device synthesises and classifies
-its own share under ``jax.shard_map`` (:func:`on_shards`); only labels and confidences cross devices.
+its own share under ``jax.shard_map`` (:func:`jsuff.evaluate.on_shards`); only labels and
+confidences cross devices.
 ``_advance`` credits and picks the next jobs; it never sees the model, so it compiles once
 per shape and is shared by all models. Nothing is quadratic in the grid: a chunk costs
 ``max_batch x grid``. Credits are integers (6/|A| in units of 1/6) added at the corners of each
@@ -50,7 +51,7 @@ Example:
     >>> def apply(p, x):  # class 1 iff the 30-40 bin band carries energy
     ...     e = jnp.abs(jnp.fft.rfft(x))[:, 30:40].sum(-1, keepdims=True)
     ...     return jnp.concatenate([jnp.ones_like(e), e], axis=-1)
-    >>> x = jnp.cos(2 * jnp.pi * 35 * jnp.arange(256) / 256)
+    >>> x = jnp.cos(2 * jnp.pi * 35 * jnp.arange(256.0) / 256)
     >>> r = responsibility_maps(apply, None, x, config=SearchConfig(iters=4), key=jax.random.key(0))
     >>> r.maps.shape, int(r.targets[0])
     ((1, 2, 129), 1)
@@ -60,7 +61,6 @@ Example:
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import functools
 import itertools
@@ -70,28 +70,36 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh
 
-from jsuff.audio import validate_waveform
 from jsuff.domains import RFFT, Coefficients, Domain
+from jsuff.evaluate import (
+    COMPUTE_DTYPES,
+    ApplyFn,
+    Clips,
+    cast_params,
+    clip_keys,
+    device_batch,
+    masked_logits,
+    model_jit,
+    model_logits,
+    on_shards,
+    prepare,
+    replicate,
+    resolve_axis,
+    top1_and_confidence,
+)
 
 __all__ = [
+    "CUT_RULES",
+    "MAP_COMBINATIONS",
+    "SUBSETS",
     "SearchConfig",
     "SearchResult",
-    "analyze_and_predict",
-    "class_logits",
-    "clip_keys",
-    "device_batch",
-    "masked_logits",
-    "on_shards",
-    "predict",
-    "resolve_axis",
+    "combine_maps",
     "responsibility_loop",
     "responsibility_maps",
-    "top1_and_confidence",
 ]
-
-ApplyFn = Callable[[Any, jax.Array], jax.Array]
 
 #: The 14 non-empty proper subsets of a box's 4 children, by size then lexicographically.
 SUBSETS: tuple[tuple[int, ...], ...] = tuple(
@@ -107,15 +115,10 @@ _SLOTS = 3  # a passing mutant keeps at most 3 children: a job has at most 3 box
 _KTH = np.array([[s[min(k, len(s) - 1)] for k in range(3)] for s in SUBSETS], np.int32)
 _KTH_ON = np.array([[k < len(s) for k in range(3)] for s in SUBSETS], bool)
 
-#: Dtypes the candidate evaluation can run in (``SearchConfig.compute_dtype``).
-COMPUTE_DTYPES = ("float32", "bfloat16")
 #: How the iterations' maps are combined (``SearchConfig.map_combination``).
 MAP_COMBINATIONS = ("additive", "multiplicative")
 #: Where a 1-D box may be cut, and how a 2-D box's corner point is drawn (``SearchConfig.cut_rule``).
 CUT_RULES = ("interior", "rex")
-
-#: How many times each jitted function has been traced (a retrace means a recompile).
-TRACE_COUNTS: collections.Counter[str] = collections.Counter()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,7 +135,8 @@ class SearchConfig:
         compute_dtype: ``"float32"`` (default) or ``"bfloat16"``: the dtype of the search's
             candidate evaluation. With ``"bfloat16"`` the synthesised waveforms and the floating
             parameters are cast to bfloat16 for the model call (logits back to float32 for the
-            label and softmax); see :func:`model_logits`. Extraction and verification stay float32.
+            label and softmax); see :func:`jsuff.evaluate.model_logits`. Extraction and
+            verification stay float32.
         linear_synthesis: synthesise the 14 mutants of a refinement from 5 syntheses (the box's
             surroundings and its 4 children) and their sums, which the domain's synthesis allows
             because it is affine in the mask (``Domain.affine``). Same candidates up to float32
@@ -209,146 +213,6 @@ class SearchResult(NamedTuple):
 
 
 # ----------------------------------------------------------------------------------------------
-# Model evaluation shared with extraction
-# ----------------------------------------------------------------------------------------------
-
-
-def class_logits(logits: jax.Array) -> jax.Array:
-    """``[B, C]`` logits with a one-logit binary model read as ``[0, z]`` (class 1 iff z > 0)."""
-    if logits.ndim != 2:
-        raise ValueError(f"the model must return logits [B, C], got shape {logits.shape}")
-    if logits.shape[1] == 1:
-        return jnp.concatenate([jnp.zeros_like(logits), logits], axis=1)
-    return logits
-
-
-def on_shards(
-    fn: Callable[..., Any], mesh: Mesh | None, axis: str | None, replicated: tuple, sharded: tuple
-) -> Any:
-    """``fn(*replicated, *sharded)``, each device running it on its own share of the leading
-    (candidate) axis of every ``sharded`` array (``jax.shard_map``); outputs are concatenated
-    along that axis. Without a mesh, one plain call.
-
-    Per-candidate work (synthesis, the model's own FFTs) stays on its device. Left to the SPMD
-    partitioner, an FFT whose batch axis is sharded is all-gathered and computed whole on every
-    device, so more devices made the search slower. The leading axes must divide by the device
-    count of ``axis`` (see :func:`device_batch`).
-    """
-    if mesh is None:
-        return fn(*replicated, *sharded)
-    specs = (PartitionSpec(),) * len(replicated) + (PartitionSpec(axis),) * len(sharded)
-    # check_vma=False: a model's own lax.scan starting from a fresh (unvarying) carry, as recurrent
-    # layers do, would fail shard_map's varying-axis type check; fn uses no collectives
-    return jax.shard_map(fn, mesh=mesh, in_specs=specs, out_specs=PartitionSpec(axis), check_vma=False)(
-        *replicated, *sharded
-    )
-
-
-def cast_params(params: Any, compute_dtype: str) -> Any:
-    """``params`` with every floating leaf cast to ``compute_dtype`` (others untouched)."""
-    if compute_dtype == "float32":
-        return params
-    dt = jnp.dtype(compute_dtype)
-    return jax.tree_util.tree_map(
-        lambda a: a.astype(dt) if jnp.issubdtype(jnp.result_type(a), jnp.floating) else a, params
-    )
-
-
-def model_logits(apply_fn: ApplyFn, params: Any, waves: jax.Array, compute_dtype: str = "float32") -> jax.Array:
-    """``class_logits(apply(params, waves))`` in ``compute_dtype``, returned as float32 (traceable).
-
-    For ``"bfloat16"`` the waveforms and floating parameters are cast to bfloat16 and the model is
-    traced under standard dtype promotion, so a model that does part of its work in float32 (an
-    FFT front end, float32 constants) still runs: those ops promote to float32. Which layers then
-    really run in bfloat16 depends on the model: wav2vec2/HuBERT hand their normalised waveform
-    back in the input's dtype, so the conv stack and transformer run in bfloat16; AST and Whisper
-    compute their float32 fbank/log-mel front end and, from there on, float32 activations meet
-    bfloat16 weights and promote to float32 (bfloat16-rounded weights, float32 arithmetic). XLA's
-    FFTs take float32 only: a model that applies an FFT to its input without casting it to
-    float32 first fails with XLA's "RFFT input must be float32" error.
-    """
-    if compute_dtype == "float32":
-        return class_logits(apply_fn(params, waves))
-    with jax.numpy_dtype_promotion("standard"):
-        logits = apply_fn(cast_params(params, compute_dtype), waves.astype(compute_dtype))
-    return class_logits(logits.astype(jnp.float32))
-
-
-def masked_logits(
-    apply_fn: ApplyFn,
-    params: Any,
-    domain: Domain,
-    coeffs: Coefficients,
-    clip: jax.Array,
-    masks: jax.Array,
-    mesh: Mesh | None = None,
-    axis: str | None = None,
-    compute_dtype: str = "float32",
-) -> jax.Array:
-    """Logits ``[B, C]`` of ``domain.synthesize(coeffs[clip[b]], masks[b])`` for each b (traceable).
-
-    ``coeffs`` is batched over clips; ``clip[B]`` picks each candidate's clip. Synthesis is float32;
-    the model call runs in ``compute_dtype`` (see :func:`model_logits`).
-    """
-
-    def local(params: Any, coeffs: Coefficients, clip: jax.Array, masks: jax.Array) -> jax.Array:
-        picked = jax.tree_util.tree_map(lambda a: a[clip], coeffs)
-        return model_logits(apply_fn, params, jax.vmap(domain.synthesize)(picked, masks), compute_dtype)
-
-    return on_shards(local, mesh, axis, (params, coeffs), (clip, masks))
-
-
-def top1_and_confidence(logits: jax.Array, targets: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Top-1 label ``[B]`` (int32) and softmax confidence of ``targets[B]`` (float32)."""
-    probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
-    conf = jnp.take_along_axis(probs, targets.astype(jnp.int32)[:, None], axis=1)[:, 0]
-    return jnp.argmax(logits, axis=-1).astype(jnp.int32), conf
-
-
-def replicate(params: Any, mesh: Mesh | None) -> Any:
-    """``params`` placed on every device of ``mesh`` (candidates are split, the model is not).
-
-    Parameters restored from a checkpoint are committed to one device; without this, a jitted call
-    that also sees mesh-sharded candidates would refuse the mix of devices.
-    """
-    if mesh is None:
-        return params
-    return jax.device_put(params, NamedSharding(mesh, PartitionSpec()))
-
-
-def device_batch(max_batch: int, total: int, mesh: Mesh | None, axis: str | None) -> int:
-    """Chunk size: ``max_batch`` (or fewer when there is less to do), rounded up to a multiple of
-    the mesh axis' device count so each device gets an equal share."""
-    b = max(1, min(max_batch, total))
-    if mesh is not None:
-        d = mesh.shape[axis]
-        b = -(-b // d) * d
-    return b
-
-
-def resolve_axis(mesh: Mesh | None, axis: str | None) -> str | None:
-    """The mesh axis candidates are sharded over (the first one unless named)."""
-    if mesh is None:
-        return None
-    if axis is None:
-        return mesh.axis_names[0]
-    if axis not in mesh.axis_names:
-        raise ValueError(f"mesh has no axis {axis!r}; its axes are {mesh.axis_names}")
-    return axis
-
-
-@functools.partial(jax.jit, static_argnames=("apply_fn",))
-def _predict(apply_fn: ApplyFn, params: Any, waveforms: jax.Array) -> jax.Array:
-    TRACE_COUNTS["predict"] += 1
-    return class_logits(apply_fn(params, waveforms))
-
-
-def predict(apply_fn: ApplyFn, params: Any, waveforms: jax.Array) -> jax.Array:
-    """Jitted logits ``[B, C]`` of ``waveforms[B, T]`` (one-logit models read as binary)."""
-    return _predict(apply_fn, params, jnp.asarray(waveforms, jnp.float32))
-
-
-# ----------------------------------------------------------------------------------------------
 # Boxes: (r0, r1, c0, c1) half-open; 1-D grids are one row.
 # ----------------------------------------------------------------------------------------------
 
@@ -418,24 +282,10 @@ def _mutant(parent: jax.Array, box: jax.Array, kids: jax.Array, bits: jax.Array)
     return keep
 
 
-def clip_keys(key: jax.Array, n: int) -> jax.Array:
-    """``[n]`` typed PRNG keys, one per clip: ``key`` itself for one clip, ``split(key, n)`` for
-    several, or a given ``[n]`` batch of keys (raw ``uint32`` key data is accepted too)."""
-    k = jnp.asarray(key) if not isinstance(key, jax.Array) else key
-    if not jnp.issubdtype(k.dtype, jax.dtypes.prng_key):
-        k = jax.random.wrap_key_data(k)
-    if k.ndim == 0:
-        return k[None] if n == 1 else jax.random.split(k, n)
-    if k.shape != (n,):
-        raise ValueError(f"expected one key or {n} keys, got key array of shape {k.shape}")
-    return k
-
-
 @functools.partial(jax.jit, static_argnames=("iters", "tree_depth"))
 def _draws(keys: jax.Array, iters: int, tree_depth: int) -> jax.Array:
     """``[N, iters, depth, slot, 3]`` random words: everything the walks of N clips draw, made up
     front from each clip's key (a flat draw: multi-dimensional ``random.bits`` compiles slowly)."""
-    TRACE_COUNTS["draws"] += 1
     shape = (iters, tree_depth + 1, _SLOTS, 3)
     bits = jax.vmap(lambda k: jax.random.bits(k, (int(np.prod(shape)),), jnp.uint32))(keys)
     return bits.reshape((keys.shape[0], *shape))
@@ -467,9 +317,10 @@ def _grid2(grid: tuple[int, ...]) -> tuple[int, int]:
     return (1, grid[0]) if len(grid) == 1 else (grid[0], grid[1])
 
 
-# The walk is three jitted stages per depth. The two bookkeeping stages never see the model, so
-# they compile once per (clips, iterations, grid, classes) and are shared by every model; the
-# evaluation stage is the one vmapped, chunked call per depth through ``apply``.
+# The walk is two jitted stages per depth (after ``_draws``, once per walk). ``_advance`` never
+# sees the model, so it compiles once per (clips, iterations, grid, classes) and is shared by every
+# model; ``_evaluate`` is the one vmapped, chunked call per depth through ``apply``, compiled and
+# cached per model by :func:`jsuff.evaluate.model_jit`.
 
 
 def _initial_state(
@@ -542,11 +393,8 @@ def _in_chunks(
     return pred[:total], conf[:total]
 
 
-@functools.partial(
-    jax.jit, static_argnames=(
-        "apply_fn", "domain", "grid", "batch", "mesh", "axis", "min_box_size", "compute_dtype", "linear",
-        "rex_cuts",
-    ),
+@model_jit(
+    static_argnames=("domain", "grid", "batch", "mesh", "axis", "min_box_size", "compute_dtype", "linear", "rex_cuts")
 )
 def _evaluate(
     params: Any,
@@ -572,7 +420,6 @@ def _evaluate(
 ) -> tuple[_Proposal, jax.Array, jax.Array]:
     """Split the job boxes, then the top-1 label and target confidence of every valid candidate,
     ``batch`` per model call (whole refinements of 14 per call with ``linear``)."""
-    TRACE_COUNTS["evaluate"] += 1
     params = cast_params(params, compute_dtype)  # once, outside the loop over chunks
     prop = _propose(
         depth, boxes, slot_ok, alive, draws, min_box_size=min_box_size, two_d=len(grid) == 2, rex_cuts=rex_cuts
@@ -675,7 +522,6 @@ def _advance(
     target_only: bool = False,
 ) -> _State:
     """Credit the refinements that had a pass and move each iteration to its next job."""
-    TRACE_COUNTS["advance"] += 1
     n, iters, slots, m = prop.valid.shape
     c = state.diff.shape[-1]
     kids, valid = prop.kids, prop.valid
@@ -776,21 +622,6 @@ def _walk(
     return state
 
 
-@functools.partial(jax.jit, static_argnames=("apply_fn", "domain"))
-def analyze_and_predict(
-    apply_fn: ApplyFn, domain: Domain, params: Any, waveforms: jax.Array
-) -> tuple[Coefficients, jax.Array]:
-    """Batched coefficients ``domain.analyze(waveforms[n])`` and logits ``[N, C]`` (jitted)."""
-    TRACE_COUNTS["analyze"] += 1
-    coeffs = jax.vmap(domain.analyze)(waveforms)
-    return coeffs, class_logits(apply_fn(params, waveforms))
-
-
-def _as_batch(waveforms: Any) -> jax.Array:
-    x = validate_waveform(np.asarray(waveforms), name="waveforms")
-    return jnp.asarray(x[None] if x.ndim == 1 else x)
-
-
 def responsibility_maps(
     apply_fn: ApplyFn,
     params: Any,
@@ -811,10 +642,13 @@ def responsibility_maps(
         apply_fn: ``apply(params, waveforms[B, T]) -> logits[B, C]``, pure and jittable. Its
             identity keys the compilation cache: pass the same function object to reuse it.
         params: the model's parameters (any pytree).
-        waveforms: ``[T]`` or ``[N, T]`` float clips at the model's rate.
+        waveforms: ``[T]`` or ``[N, T]`` float clips at the model's rate, or
+            :class:`jsuff.evaluate.Clips` already prepared by :func:`jsuff.evaluate.prepare`
+            (validated, analysed and classified; their targets are the ones searched).
         domain: the grid to search (``RFFT()``, ``STFT(...)``, ``Time(...)``).
         config: :class:`SearchConfig`.
-        key: one PRNG key (see :func:`clip_keys` for how it is shared among clips) or ``[N]`` keys.
+        key: one PRNG key (see :func:`jsuff.evaluate.clip_keys` for how it is shared among clips)
+            or ``[N]`` keys.
         targets: ``[N]`` labels to explain; default: the model's top-1 on each clip.
         active: ``[N]`` bool; clips marked False are not searched (zero maps, no queries).
         mesh: shard each chunk of candidates over the devices of one mesh axis.
@@ -825,6 +659,11 @@ def responsibility_maps(
     Returns:
         :class:`SearchResult` with ``[N, C, *grid]`` maps (``[N, 1, *grid]`` with ``target_only``).
 
+    Raises:
+        AudioError: a clip is empty or non-finite, or its grid has fewer than ``min_box_size`` cells.
+        ValueError: ``targets`` out of range or given with prepared clips, or ``mesh_axis`` is
+            not an axis of ``mesh``.
+
     Example:
         >>> import jax, jax.numpy as jnp
         >>> from jsuff.domains import Time
@@ -834,26 +673,18 @@ def responsibility_maps(
         >>> r.maps.shape
         (1, 2, 64)
     """
-    x = _as_batch(waveforms)
-    n, t = x.shape
-    grid = domain.grid_shape(t)
-    cells = int(np.prod(grid))
-    if cells < config.min_box_size:
-        raise ValueError(
-            f"the {domain.name} grid of a {t}-sample clip has {cells} cells, fewer than "
-            f"min_box_size={config.min_box_size}: there is nothing to search"
-        )
     axis = resolve_axis(mesh, mesh_axis)
     params = replicate(params, mesh)
-    coeffs, logits = analyze_and_predict(apply_fn, domain, params, x)
-    num_classes = int(logits.shape[1])
-    if targets is None:
-        tgt = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    if isinstance(waveforms, Clips):
+        if targets is not None:
+            raise ValueError("prepared clips carry their targets: pass targets= to prepare(), not here")
+        clips = waveforms
     else:
-        tgt = jnp.asarray(np.broadcast_to(np.asarray(targets, np.int32), (n,)))
-        if bool(((tgt < 0) | (tgt >= num_classes)).any()):
-            raise ValueError(f"targets {np.asarray(tgt).tolist()} out of range for {num_classes} classes")
-    conf = jnp.take_along_axis(jax.nn.softmax(logits, axis=-1), tgt[:, None], axis=1)[:, 0]
+        clips = prepare(apply_fn, params, waveforms, domain=domain, min_box_size=config.min_box_size, targets=targets)
+    coeffs, tgt, conf = clips.coeffs, clips.targets, clips.confidence
+    n, t = clips.waveforms.shape
+    grid = domain.grid_shape(t)
+    num_classes = int(clips.logits.shape[1])
     act = jnp.ones(n, bool) if active is None else jnp.asarray(np.broadcast_to(np.asarray(active, bool), (n,)))
     state = _walk(
         apply_fn, params, domain, coeffs, tgt, conf * jnp.float32(config.confidence_filter), act,
@@ -922,23 +753,21 @@ def responsibility_loop(
     ``1/|A|``) and the choice of the next job are independent NumPy code. It is the reference the
     batched search is tested against and the baseline of ``benchmarks/search_throughput.py``.
     """
-    x = _as_batch(waveform)
-    if x.shape[0] != 1:
+    clips = prepare(apply_fn, params, waveform, domain=domain, targets=target)
+    if clips.waveforms.shape[0] != 1:
         raise ValueError("responsibility_loop takes one clip")
-    grid = tuple(domain.grid_shape(x.shape[1]))
+    grid = tuple(domain.grid_shape(clips.waveforms.shape[1]))
     two_d = len(grid) == 2
     r, w = _grid2(grid)
-    coeffs, logits = analyze_and_predict(apply_fn, domain, params, x)
-    one = jax.tree_util.tree_map(lambda a: a[0], coeffs)
-    probs = np.asarray(jax.nn.softmax(logits[0]))
-    tgt = int(np.argmax(probs)) if target is None else int(target)
-    threshold = probs[tgt] * np.float32(config.confidence_filter)
-    classify = _loop_classifier(apply_fn, domain, config.compute_dtype)
+    one = jax.tree_util.tree_map(lambda a: a[0], clips.coeffs)
+    tgt, conf = int(clips.targets[0]), np.float32(clips.confidence[0])
+    threshold = conf * np.float32(config.confidence_filter)
     split = _loop_splitter(two_d, config.cut_rule == "rex")
+    num_classes = clips.logits.shape[1]
     per_iteration = []
     queries, deepest = 0, -1
     for words in np.asarray(_draws(clip_keys(key, 1), iters=config.iters, tree_depth=config.tree_depth))[0]:
-        maps = np.zeros((probs.shape[0], r, w), np.float64)
+        maps = np.zeros((num_classes, r, w), np.float64)
         per_iteration.append(maps)
         parent = np.ones((r, w), bool)
         job = [(0, r, 0, w)]
@@ -957,7 +786,10 @@ def responsibility_loop(
                     for j in subset:
                         k = kids[j]
                         mask[k[0] : k[1], k[2] : k[3]] = True
-                    p = np.asarray(classify(params, one, jnp.asarray(mask.reshape(grid))))
+                    p = np.asarray(_classify_one(
+                        params, one, jnp.asarray(mask.reshape(grid)), apply_fn=apply_fn, domain=domain,
+                        compute_dtype=config.compute_dtype,
+                    ))
                     queries += 1
                     label = int(np.argmax(p))
                     outcome.append((subset, mask, label, label == tgt and p[tgt] >= threshold))
@@ -977,28 +809,27 @@ def responsibility_loop(
     if config.map_combination == "additive":
         maps = np.sum(per_iteration, axis=0)
     else:  # as ReX merges: start at 1, multiply by each iteration's 1 + credit, rescale to max 1
-        maps = np.ones((probs.shape[0], r, w), np.float64)
+        maps = np.ones((num_classes, r, w), np.float64)
         for credit in per_iteration:
             maps *= 1.0 + credit
             maps /= maps.max(axis=(1, 2), keepdims=True)
         maps[~np.any(per_iteration, axis=(0, 2, 3))] = 0.0  # ReX has no map for a class never credited
     return SearchResult(
-        maps=maps.reshape((probs.shape[0], *grid))[None].astype(np.float32),
+        maps=maps.reshape((maps.shape[0], *grid))[None].astype(np.float32),
         targets=np.array([tgt]),
-        target_confidence=np.array([probs[tgt]], np.float32),
+        target_confidence=np.array([conf], np.float32),
         queries=np.array([queries]),
         depth=np.array([deepest]),
     )
 
 
-@functools.lru_cache(maxsize=16)
-def _loop_classifier(apply_fn: ApplyFn, domain: Domain, compute_dtype: str = "float32") -> Callable:
-    @jax.jit
-    def classify(params: Any, coeffs: Coefficients, mask: jax.Array) -> jax.Array:
-        waves = domain.synthesize(coeffs, mask)[None]
-        return jax.nn.softmax(model_logits(apply_fn, params, waves, compute_dtype)[0])
-
-    return classify
+@model_jit(static_argnames=("domain", "compute_dtype"))
+def _classify_one(
+    params: Any, coeffs: Coefficients, mask: jax.Array, *, apply_fn: ApplyFn, domain: Domain, compute_dtype: str
+) -> jax.Array:
+    """Softmax ``[C]`` of one candidate: the loop's one-candidate-per-call model query."""
+    waves = domain.synthesize(coeffs, mask)[None]
+    return jax.nn.softmax(model_logits(apply_fn, params, waves, compute_dtype)[0])
 
 
 @functools.lru_cache(maxsize=4)

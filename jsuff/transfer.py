@@ -76,6 +76,35 @@ from jax.typing import ArrayLike
 
 from jsuff.intervals import binomial_interval, effective_n_interval
 
+__all__ = [
+    "CONDITIONS",
+    "INTERVALS",
+    "Estimate",
+    "LabelArrayError",
+    "LabelArrays",
+    "OUTLIER_METHODS",
+    "Rates",
+    "TAILS",
+    "TransferResult",
+    "as_label_array",
+    "as_mask",
+    "bootstrap_indices",
+    "bootstrap_weights",
+    "check_inputs",
+    "check_label_range",
+    "check_model_names",
+    "condition_mask",
+    "flat_earthers",
+    "infer_num_classes",
+    "outlier_scores",
+    "percentile_interval",
+    "rate_estimates",
+    "transfer_analysis",
+    "transfer_counts",
+    "transfer_matrix",
+    "trivial_summary",
+]
+
 CONDITIONS = ("all", "agree", "correct")
 #: ``interval=`` choices: what the cells and the aggregates get (their ``method`` names).
 INTERVALS = {

@@ -20,6 +20,7 @@ from tests.helpers.toys import (
     REGION,
     band_mlp,
     both_clip,
+    compilations,
     loudest_clip,
     noise,
     region_clip,
@@ -56,11 +57,17 @@ def test_multiclass_loudest_band(loudest):
 
 
 def test_second_explain_does_not_recompile(loudest):
-    from jsuff.search import TRACE_COUNTS
+    from jsuff import evaluate, extract, search
 
-    before = dict(TRACE_COUNTS)
-    again = explain(band_mlp, LOUDEST, loudest_clip()[::-1].copy(), config=CFG, key=jax.random.key(11))
-    assert dict(TRACE_COUNTS) == before and again.verified
+    def stages():  # JAX's own cache sizes of every jitted stage that calls band_mlp
+        calls_model = (evaluate.analyze_and_predict, search._evaluate, extract._classify_sets)
+        return [f.cache_size(band_mlp) for f in calls_model]
+
+    before = stages()
+    assert all(c > 0 for c in before)
+    with compilations() as seen:
+        again = explain(band_mlp, LOUDEST, loudest_clip()[::-1].copy(), config=CFG, key=jax.random.key(11))
+    assert seen == [] and stages() == before and again.verified
 
 
 def test_two_bands_needed_at_once():
@@ -143,6 +150,14 @@ def test_modes_and_explicit_target(loudest):
     assert t.target == 1 and t.verified and ((_cells(t) >= 64) & (_cells(t) < 128)).all()
     with pytest.raises(ValueError, match="out of range"):
         explain(band_mlp, LOUDEST, loudest_clip(), config=CFG, key=KEY, target=7)
+
+
+def test_chunk_size_reaches_the_extraction(loudest):
+    e = explain(band_mlp, LOUDEST, loudest_clip(), config=CFG, key=KEY, extract=ExtractConfig(chunk_size=4))
+    np.testing.assert_array_equal(e.responsibility, loudest.responsibility)  # the same search
+    assert e.chunk_size == 4 and e.settings["extract"]["chunk_size"] == 4 and e.verified and e.minimal
+    kept = _cells(e)
+    assert 0 < kept.size <= 4 < loudest.chunk_size and ((kept >= 128) & (kept < 192)).all()
 
 
 def test_save_and_summary(loudest, tmp_path):

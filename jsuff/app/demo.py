@@ -36,6 +36,17 @@ from jsuff.app.study import DataConfig, ModelSpec, StudyConfig, StudyError, run_
 from jsuff.app.zoo.data import make_dataset, write_dataset
 from jsuff.app.zoo.registry import DATA_SEED, DURATION, SAMPLE_RATE, ZOO, ZOO_DIR, read_zoo_json
 
+__all__ = [
+    "DemoSettings",
+    "DemoSummary",
+    "FULL",
+    "QUICK",
+    "TASK",
+    "demo_config",
+    "run_demo",
+    "write_test_clips",
+]
+
 TASK = "generated-music"
 
 

@@ -77,11 +77,12 @@ from pydantic.fields import FieldInfo
 
 from jsuff._files import LOCK_NAME, FolderLockedError, WriteError, atomic_write, folder_lock, write_text
 from jsuff.audio import AudioError, load_audio, resample
-from jsuff.domains import _DOMAINS, FILLS, get_domain
+from jsuff.domains import DOMAINS, FILLS, get_domain
 from jsuff.explain import Explanation, explain_many
 from jsuff.extract import MODES, ExtractConfig
-from jsuff.models.base import _CROP_MODES, _PAD_MODES, InputPolicy, Model, ModelError, fit_length, load_model
-from jsuff.search import COMPUTE_DTYPES, SearchConfig, on_shards, replicate, resolve_axis
+from jsuff.models.base import CROP_MODES, PAD_MODES, InputPolicy, Model, ModelError, fit_length, load_model
+from jsuff.evaluate import COMPUTE_DTYPES, predict
+from jsuff.search import SearchConfig
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 
@@ -165,8 +166,8 @@ _RULES: dict[str, dict[str, Any]] = {
         "path": Field(min_length=1),
         "duration": Field(gt=0),
         "sample_rate": _GE1,
-        "crop": Literal[_CROP_MODES],
-        "pad": Literal[_PAD_MODES],
+        "crop": Literal[CROP_MODES],
+        "pad": Literal[PAD_MODES],
         "limit": _GE1,
     },
     "search": {
@@ -236,7 +237,7 @@ def _model_or_path(v: Any) -> Any:
     return {"path": v} if isinstance(v, str) else v
 
 
-_DOMAIN_SCHEMAS = {name: _schema(cls, "domain") for name, cls in _DOMAINS.items()}
+_DOMAIN_SCHEMAS = {name: _schema(cls, "domain") for name, cls in DOMAINS.items()}
 _TABLE_SCHEMAS = {
     "data": _schema(DataConfig, "data"),
     "search": _schema(SearchConfig, "search"),
@@ -324,7 +325,7 @@ def _validated_domain(table: Mapping[str, Any]) -> tuple[str, tuple[tuple[str, A
     name = options.pop("name", "rfft")
     if name not in _DOMAIN_SCHEMAS:
         raise StudyError(
-            f"study config: [domain] name = {_toml_value(name)}: expected one of {', '.join(map(repr, _DOMAINS))}"
+            f"study config: [domain] name = {_toml_value(name)}: expected one of {', '.join(map(repr, DOMAINS))}"
         )
     try:
         _DOMAIN_SCHEMAS[name].model_validate(options)
@@ -667,40 +668,9 @@ def predict_logits(
 
     With a mesh, each batch is split over its devices along the batch axis.
     """
-    n = waveforms.shape[0]
-    if n == 0:
+    if waveforms.shape[0] == 0:
         return np.zeros((0, model.num_classes), np.float32)
-    ndev = 1 if mesh is None else mesh.devices.size
-    b = max(ndev, int(math.ceil(min(batch, n) / ndev)) * ndev)
-    axis = resolve_axis(mesh, None)  # the mesh's first axis
-    fn = _batched_apply(model.apply, mesh, axis)
-    params = replicate(model.params, mesh)
-    sharding = None
-    if mesh is not None:
-        sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(axis))
-    out = []
-    for s in range(0, n, b):
-        chunk = waveforms[s : s + b]
-        pad = b - chunk.shape[0]
-        if pad:
-            chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], chunk.dtype)])
-        xs = jnp.asarray(chunk, jnp.float32)
-        if sharding is not None:
-            xs = jax.device_put(xs, sharding)
-        out.append(np.asarray(fn(params, xs))[: b - pad])
-    return np.concatenate(out).astype(np.float32)
-
-
-_APPLY_CACHE: dict[tuple[int, Any, str | None], Callable] = {}
-
-
-def _batched_apply(apply: Callable, mesh: jax.sharding.Mesh | None, axis: str | None) -> Callable:
-    """``apply`` jitted; with a mesh, each device runs it on its own share of the batch along
-    ``axis`` (:func:`jsuff.search.on_shards`: a model's FFTs are not gathered onto every device)."""
-    key = (id(apply), mesh, axis)
-    if key not in _APPLY_CACHE:
-        _APPLY_CACHE[key] = jax.jit(lambda p, x: on_shards(apply, mesh, axis, (p,), (x,)))
-    return _APPLY_CACHE[key]
+    return np.asarray(predict(model.apply, model.params, waveforms, batch=batch, mesh=mesh), np.float32)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -42,6 +42,7 @@ from jsuff.models.base import ModelError
 
 __all__ = [
     "ACTIVATIONS",
+    "ATTENTION_RENAMED",
     "FeedForward",
     "PreNormBlock",
     "SelfAttention",

@@ -45,6 +45,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jsuff.evaluate import predict
+
 Params = Any
 ApplyFn = Callable[[Params, jax.Array], jax.Array]
 
@@ -66,8 +68,8 @@ class UnknownArchitectureError(ModelError):
 # Fitting a clip to the model's input length
 # ----------------------------------------------------------------------------------------------
 
-_PAD_MODES = ("zero", "repeat")
-_CROP_MODES = ("start", "center")
+PAD_MODES = ("zero", "repeat")
+CROP_MODES = ("start", "center")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,10 +87,10 @@ class InputPolicy:
     crop: str = "start"
 
     def __post_init__(self) -> None:
-        if self.pad not in _PAD_MODES:
-            raise ModelError(f"InputPolicy.pad must be one of {_PAD_MODES}, got {self.pad!r}")
-        if self.crop not in _CROP_MODES:
-            raise ModelError(f"InputPolicy.crop must be one of {_CROP_MODES}, got {self.crop!r}")
+        if self.pad not in PAD_MODES:
+            raise ModelError(f"InputPolicy.pad must be one of {PAD_MODES}, got {self.pad!r}")
+        if self.crop not in CROP_MODES:
+            raise ModelError(f"InputPolicy.crop must be one of {CROP_MODES}, got {self.crop!r}")
         if self.length is not None and self.length <= 0:
             raise ModelError(f"InputPolicy.length must be positive, got {self.length}")
 
@@ -191,18 +193,7 @@ class Model:
 
     def __call__(self, waveforms: jax.Array) -> jax.Array:
         """Logits for ``waveforms[B, T]`` (jitted; already at the model's rate and length)."""
-        return _jitted(self.apply)(self.params, jnp.asarray(waveforms, jnp.float32))
-
-
-_JIT_CACHE: dict[int, Callable] = {}
-
-
-def _jitted(fn: ApplyFn) -> Callable:
-    # One compiled function per apply function, so repeated calls reuse XLA's cache.
-    key = id(fn)
-    if key not in _JIT_CACHE:
-        _JIT_CACHE[key] = jax.jit(fn)
-    return _JIT_CACHE[key]
+        return predict(self.apply, self.params, waveforms)
 
 
 # ----------------------------------------------------------------------------------------------

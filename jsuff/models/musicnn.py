@@ -78,6 +78,36 @@ from jsuff.models._detectors import module_of
 from jsuff.models.base import Architecture, Model, ModelError, register
 from jsuff.models.logmel import frame_signal, mel_filter_bank, power_spectrum, windowed
 
+__all__ = [
+    "BN_EPS",
+    "HOP",
+    "MIN_SAMPLES",
+    "Musicnn",
+    "MusicnnConfig",
+    "MusicnnVgg",
+    "NUM_TAGS",
+    "N_FFT",
+    "N_MELS",
+    "PATCH_FRAMES",
+    "SAMPLE_RATE",
+    "TEMPORAL_FILTERS",
+    "TEMPORAL_FRAMES",
+    "TIMBRAL_BANDS",
+    "TIMBRAL_FILTERS",
+    "VggConfig",
+    "compress",
+    "headroom",
+    "largest_finite_energy",
+    "log_compression_table",
+    "log_mel",
+    "mel_energies",
+    "num_patches",
+    "patch_logits_fn",
+    "patches",
+    "pool_patch_logits",
+    "tf_relu",
+]
+
 SAMPLE_RATE = 16000
 N_FFT = 512
 HOP = 256

@@ -59,6 +59,7 @@ from jsuff.models._transformer import ACTIVATIONS, SelfAttention, activation, la
 from jsuff.models.base import Architecture, ModelError, register
 
 __all__ = [
+    "TORCH_NORM_EPS",
     "Encoder",
     "EncoderLayer",
     "FeatureEncoder",

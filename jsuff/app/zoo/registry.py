@@ -36,6 +36,25 @@ from jsuff.models.base import Model, ModelError, architectures, load_model, save
 from jsuff.app.zoo.data import CLASS_NAMES, Dataset, make_dataset
 from jsuff.app.zoo.train import train_model
 
+__all__ = [
+    "DATA_SEED",
+    "DURATION",
+    "FORMAT_VERSION",
+    "N_PER_CLASS",
+    "SAMPLE_RATE",
+    "ZOO",
+    "ZOO_DIR",
+    "ZOO_JSON",
+    "ZooError",
+    "ZooMember",
+    "get_member",
+    "load_zoo",
+    "read_zoo_json",
+    "train_zoo",
+    "zoo_accuracy",
+    "zoo_dataset",
+]
+
 ZOO_DIR = Path(__file__).resolve().parent / "models"
 ZOO_JSON = "zoo.json"
 FORMAT_VERSION = 1

@@ -46,6 +46,8 @@ from flax import nnx
 from jsuff.models.base import InputPolicy, Model, get_architecture
 from jsuff.app.zoo.data import Dataset, DatasetError
 
+__all__ = ["Augment", "NO_AUGMENT", "augment_batch", "lr_schedule", "train_model"]
+
 
 @dataclasses.dataclass(frozen=True)
 class Augment:
