@@ -214,6 +214,9 @@ def test_report_files(finished):
     page = write_report(out)
     html = page.read_text()
     assert "Transfer matrix" in html and "<audio" in html and "flat-earther" in html.lower()
+    # the deaf model's every clip is trivial: its empty signal already says "mid"
+    deaf = (out / "report" / "models" / "deaf.html").read_text()
+    assert deaf.count("the empty signal (everything removed) already gets this label") == len(arrays.paths)
     for name in ("transfer", "rates", "information"):
         assert (out / "report" / "figures" / f"{name}.png").stat().st_size > 1000
     text = summary_text(out)

@@ -461,12 +461,14 @@ _TEMPLATES = {
     "card": """<div class='clip'>
 <p><b>clip {{ c.i }}</b> ({{ c.file }}){% if c.page %} · <a href="{{ c.page }}">all models on this clip</a>{% endif %}<br>
 true label: <b>{{ c.true }}</b> · {{ c.model }}'s label: <b>{{ c.label }}</b>
-{% if c.verified %} · kept {{ '%.1f%%' % (100 * c.size) }} of the grid, {{ '%.1f%%' % (100 * c.energy) }} of the energy<br>
+{% if c.trivial %}<br>the empty signal (everything removed) already gets this label: the sufficient set is empty, a finding about the model<br>
+{% elif c.verified %} · kept {{ '%.1f%%' % (100 * c.size) }} of the grid, {{ '%.1f%%' % (100 * c.energy) }} of the energy<br>{% endif %}
+{% if c.verified %}
 its sufficient signal is accepted by {{ c.accepted | join(', ') or 'none' }} ({{ c.accepted | length }} of {{ c.others }} other models){% endif %}</p>
 {% if c.verified %}<table class='players'><tr><td>original</td><td><audio controls preload='metadata' src="{{ c.orig_src }}"></audio></td>
 <td>sufficient</td><td><audio controls preload='metadata' src="{{ c.suff_src }}"></audio></td></tr></table>
-{% if c.png %}<img alt="{{ c.alt }}"{{ ' loading=lazy' if not c.png.startswith('data:') }} src="{{ c.png }}">{% else %}<p class='na'>(no figure: the report draws the first {{ max_clips }} clips per model; `jsuff report --max-clips N` draws more)</p>{% endif %}
-{% else %}<p class='na'>no verified sufficient signal for this clip{% if c.why %} ({{ c.why }}){% endif %}.</p>{% endif %}
+{% if c.png %}<img alt="{{ c.alt }}"{{ ' loading=lazy' if not c.png.startswith('data:') }} src="{{ c.png }}">{% else %}<p class='na'>(no figure: the report draws the first {{ max_clips }} clips per model; <code>jsuff report --max-clips N</code> draws more)</p>{% endif %}
+{% else %}<p class='na'>no verified sufficient signal for this clip.</p>{% endif %}
 </div>
 """,
     "index": """{% extends "base" %}{% block title %}jsuff report: {{ task }}{% endblock %}{% block body %}
@@ -804,7 +806,7 @@ def _cards(st: _Study, fi: int, audio: Mapping[str, Any]) -> list[dict[str, Any]
             "i": i, "file": Path(arrays.paths[i]).name, "true": st.true_label(i), "model": name,
             "label": arrays.label_names[arrays.original[fi, i]], "verified": row["verified"],
             "others": len(st.names) - 1, "orig_rel": f"audio/original/clip_{i:04d}.wav",
-            "png_file": None, "png": None, "why": "",
+            "png_file": None, "png": None, "trivial": bool(arrays.trivial[fi, i]),
         }
         if row["verified"]:
             card["accepted"] = [
@@ -819,8 +821,6 @@ def _cards(st: _Study, fi: int, audio: Mapping[str, Any]) -> list[dict[str, Any]
                 card["png_file"] = st.put(f"figures/clip_{slug}_{i:04d}.png", lambda p, png=png: _save_png(p, png))
                 card["png_bytes"] = png
                 drawn += 1
-        elif bool(arrays.trivial[fi, i]):
-            card["why"] = "the empty signal already gets this label"
         out.append(card)
     return out
 
