@@ -57,6 +57,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import logging
 import math
 import os
 import re
@@ -76,6 +77,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from pydantic.fields import FieldInfo
 
 from jsuff._files import LOCK_NAME, FolderLockedError, WriteError, atomic_write, folder_lock, write_text
+from jsuff.app.versions import software_versions
 from jsuff.audio import AudioError, load_audio, resample
 from jsuff.domains import DOMAINS, FILLS, get_domain
 from jsuff.explain import Explanation, explain_many
@@ -785,26 +787,90 @@ def model_slugs(names: Sequence[str]) -> dict[str, str]:
 # Progress
 # ----------------------------------------------------------------------------------------------
 
+_LOGGER = logging.getLogger("jsuff.study")
+
+
+def _emit(msg: str) -> None:
+    """One console line: through the ``jsuff.study`` logger when the application has set up
+    logging for INFO, else on stderr (so a plain ``jsuff study | tee log`` shows it too)."""
+    if _LOGGER.isEnabledFor(logging.INFO) and _LOGGER.hasHandlers():
+        _LOGGER.info(msg)
+    else:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def _duration(seconds: float) -> str:
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
 
 class Progress:
-    """A tqdm bar with ETA on a terminal; silent when ``quiet`` or not interactive (``None``)."""
+    """Progress of a long step as ``done/total`` with an ETA.
 
-    def __init__(self, total: int, desc: str, quiet: bool | None):
-        from tqdm.auto import tqdm
+    On a terminal: a tqdm bar. Off a terminal (a pipe, ``tee``, nohup, a batch scheduler): a line
+    such as ``explaining: 8/40 clips (20%), 1m05s elapsed, ETA 4m20s`` when the step starts, after
+    the first unit, then at most every ``interval`` seconds, and when the step is done (see
+    :func:`_emit` for where lines go). ``quiet=True`` silences both; ``None`` or ``False``: whichever
+    suits stderr.
 
-        disable = (not sys.stderr.isatty()) if quiet is None else quiet
-        self._bar = tqdm(total=total, desc=desc, disable=disable, unit="clip", leave=False)
+    Example:
+        >>> bar = Progress(4, "explaining", quiet=True)
+        >>> bar.update(4); bar.close(); bar.done
+        4
+    """
+
+    def __init__(self, total: int, desc: str, quiet: bool | None, *, unit: str = "clips",
+                 interval: float = 30.0, clock: Callable[[], float] = time.monotonic):
+        self.total, self.desc, self.unit, self.done = int(total), desc, unit, 0
+        self._interval, self._clock = interval, clock
+        self._t0 = clock()
+        self._shown: int | None = None  # `done` at the last line
+        self._last = self._t0
+        self._bar = None
+        self._lines = False
+        if quiet or self.total <= 0:
+            return
+        if sys.stderr.isatty():
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=self.total, desc=desc, unit=unit.rstrip("s"), leave=False)
+        else:
+            self._lines = True
+            self._line()
 
     def update(self, n: int) -> None:
-        self._bar.update(n)
+        first = self.done == 0
+        self.done += int(n)
+        if self._bar is not None:
+            self._bar.update(n)
+        elif self._lines and (first or self.done >= self.total or self._clock() - self._last >= self._interval):
+            self._line()
 
     def close(self) -> None:
-        self._bar.close()
+        if self._bar is not None:
+            self._bar.close()
+        elif self._lines and self._shown != self.done:
+            self._line()
+
+    def _line(self) -> None:
+        now = self._clock()
+        elapsed = now - self._t0
+        text = f"{self.desc}: {self.done}/{self.total} {self.unit} ({100 * self.done / self.total:.0f}%)"
+        if self.done:
+            text += f", {_duration(elapsed)} elapsed"
+            if self.done < self.total:
+                text += f", ETA {_duration(elapsed / self.done * (self.total - self.done))}"
+        _emit(text)
+        self._shown, self._last = self.done, now
 
 
 def _log(quiet: bool | None, msg: str) -> None:
     if not quiet:
-        print(msg, file=sys.stderr, flush=True)
+        _emit(msg)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1067,7 +1133,7 @@ def _run_steps(cfg, out_dir, models, names, slugs, label_names, maps, domain, qu
         for b in range(n_batches)
         if not (out_dir / "models" / slugs[names[mi]] / "explain" / f"batch_{b:05d}.npz").exists()
     ]
-    bar = Progress(len(todo) * bsz, "explaining", quiet)
+    bar = Progress(sum(min(n, (b + 1) * bsz) - b * bsz for _, b in todo), "explaining", quiet)
     t_explain = time.perf_counter()
     for mi, b in todo:
         model = models[mi]
@@ -1132,6 +1198,7 @@ def _run_steps(cfg, out_dir, models, names, slugs, label_names, maps, domain, qu
         "explain_seconds_this_run": round(explain_seconds, 2),
         "total_seconds_this_run": round(time.perf_counter() - t0, 2),
         "devices": 1 if mesh is None else int(mesh.devices.size),
+        "versions": software_versions(),
     }
     save_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return arrays
