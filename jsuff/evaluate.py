@@ -337,6 +337,9 @@ def prepare(
 ) -> Clips:
     """Validate ``waveforms`` (``[T]`` or ``[N, T]``), analyse and classify them (N model queries).
 
+    Traceable: inside ``jax.jit`` or ``jax.vmap``, traced waveforms are checked for their shape
+    only and traced targets are not range-checked (their values are not known yet).
+
     Raises:
         AudioError: a clip is empty or non-finite, its grid has fewer than ``min_box_size``
             cells, or (``allow_silence=False``) it is all zeros.
@@ -349,7 +352,10 @@ def prepare(
         ((1, 8), [1])
     """
     name = "waveforms" if np.ndim(waveforms) == 2 else "waveform"
-    x = validate_waveform(np.asarray(waveforms), name=name)
+    traced = isinstance(waveforms, jax.core.Tracer)
+    if traced and np.ndim(waveforms) not in (1, 2):
+        raise AudioError(f"{name} has shape {waveforms.shape}; expected [T] (one clip) or [B, T] (a batch)")
+    x = waveforms.astype(jnp.float32) if traced else validate_waveform(np.asarray(waveforms), name=name)
     x = x[None] if x.ndim == 1 else x
     cells = int(np.prod(domain.grid_shape(x.shape[1])))
     if cells < min_box_size:
@@ -357,7 +363,7 @@ def prepare(
             f"{name} is too short: {x.shape[1]} samples give a {domain.name} grid of {cells} cells, "
             f"fewer than min_box_size={min_box_size}: there is nothing to search"
         )
-    if not allow_silence:
+    if not allow_silence and not traced:
         silent = np.flatnonzero(~np.any(x != 0, axis=-1))
         if silent.size:
             which = name if x.shape[0] == 1 else f"{name}[{', '.join(map(str, silent.tolist()))}]"
@@ -367,8 +373,8 @@ def prepare(
     if targets is None:
         tgt = jnp.argmax(logits, axis=-1).astype(jnp.int32)
     else:
-        tgt = jnp.asarray(np.broadcast_to(np.asarray(targets, np.int32), (n,)))
-        if bool(((tgt < 0) | (tgt >= c)).any()):
+        tgt = jnp.broadcast_to(jnp.asarray(targets, jnp.int32), (n,))
+        if not isinstance(tgt, jax.core.Tracer) and bool(((tgt < 0) | (tgt >= c)).any()):
             raise ValueError(f"targets {np.asarray(tgt).tolist()} out of range for {c} classes")
     conf = jnp.take_along_axis(jax.nn.softmax(logits, axis=-1), tgt[:, None], axis=1)[:, 0]
     return Clips(x, coeffs, logits, tgt, conf)
