@@ -70,7 +70,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 import jax
@@ -620,8 +620,6 @@ def _advance(
     )
 
 
-
-
 @model_jit(static_argnames=("plan",))
 def _walk(
     params: Any,
@@ -692,12 +690,12 @@ def walk(
         >>> from jsuff.domains import Time
         >>> apply = lambda p, x: jnp.stack([x[:, :4].sum(-1), x[:, 4:].sum(-1)], axis=-1)
         >>> clips = prepare(apply, None, jnp.ones((1, 64)), domain=Time())
-        >>> draws = iteration_draws(jax.random.key(0)[None], iters=4, tree_depth=10)
         >>> cfg = SearchConfig(iters=4)
-        >>> whole = walk(apply, None, clips, draws, domain=Time(), config=cfg)
-        >>> parts = [walk(apply, None, clips, draws[:, i : i + 2], domain=Time(), config=cfg) for i in (0, 2)]
-        >>> bool((merge_walks(parts, cfg.map_combination).credits == whole.credits).all())
-        True
+        >>> draws = iteration_draws(jax.random.key(0)[None], iters=cfg.iters, tree_depth=cfg.tree_depth)
+        >>> rounds = [walk(apply, None, clips, draws[:, i : i + 2], domain=Time(), config=cfg) for i in (0, 2)]
+        >>> r = maps_of(merge_walks(rounds, cfg.map_combination), clips, (64,), cfg.map_combination)
+        >>> r.maps.shape  # equal to responsibility_maps(..., config=cfg, key=jax.random.key(0))
+        (1, 2, 64)
     """
     axis = resolve_axis(mesh, mesh_axis)
     n, t = clips.waveforms.shape
@@ -728,7 +726,7 @@ def walk(
     return _walk(params, clips.coeffs, clips.targets, thresholds, act, draws, apply_fn=apply_fn, plan=plan)
 
 
-def merge_walks(parts: Any, combination: str = "additive") -> Walk:
+def merge_walks(parts: Iterable[Walk], combination: str = "additive") -> Walk:
     """One :class:`Walk` from walks of the same clips over disjoint iterations, in order (see
     :func:`walk`): credits summed (additive) or their iterations side by side (multiplicative),
     queries summed, the deepest depth kept."""
@@ -793,7 +791,10 @@ def responsibility_maps(
     to float32 rounding of the maps (see :func:`maps_of`); traced clips are checked for their
     shape only, traced targets are not range-checked. ``apply_fn``, ``domain``, ``config``,
     ``mesh``, ``target_only`` and the clips' shape are static (compile-time) settings; the
-    clips, keys, targets, ``active`` and parameters are data.
+    clips, keys, targets, ``active`` and parameters are data. To search many clips, prefer one
+    ``[N, T]`` call to a ``vmap`` over clips: the call packs the live candidates of all clips
+    into its model calls, while under ``vmap`` every clip runs as many model calls per depth
+    as the busiest one.
 
     Args:
         apply_fn: ``apply(params, waveforms[B, T]) -> logits[B, C]``, pure and jittable. Its
@@ -829,11 +830,10 @@ def responsibility_maps(
         ...                         config=SearchConfig(iters=2))
         >>> r.maps.shape
         (1, 2, 64)
-        >>> # inside the caller's own jit and vmap: a batch of keys, one clip
-        >>> many = jax.jit(jax.vmap(lambda k: responsibility_maps(
-        ...     apply, None, jnp.ones(64), domain=Time(), key=k, config=SearchConfig(iters=2)).maps))
-        >>> many(jax.random.split(jax.random.key(0), 3)).shape
-        (3, 1, 2, 64)
+
+        Inside the caller's own ``jax.jit(jax.vmap(...))``, e.g. over a batch of keys::
+
+            maps = jax.jit(jax.vmap(lambda k: responsibility_maps(apply, None, x, key=k).maps))(keys)
     """
     axis = resolve_axis(mesh, mesh_axis)
     params = replicate(params, mesh)
