@@ -698,6 +698,7 @@ def walk(
         (1, 2, 64)
     """
     axis = resolve_axis(mesh, mesh_axis)
+    params = replicate(params, mesh)
     n, t = clips.waveforms.shape
     expected = (n, config.tree_depth + 1, _SLOTS, 3)
     if draws.ndim != 5 or (draws.shape[0], *draws.shape[2:]) != expected:
