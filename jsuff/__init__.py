@@ -17,6 +17,9 @@ from jsuff.info import (
 )
 from jsuff.transfer import LabelArrayError, TransferResult, flat_earthers, transfer_analysis
 
+# What an explanation will cost, said before it runs (issue 16).
+from jsuff.cost import Cost, CostWarning, estimate_cost
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -55,4 +58,8 @@ __all__ = [
     "pairwise_information",
     "transfer",
     "transfer_analysis",
+    # what an explanation will cost (issue 16)
+    "Cost",
+    "CostWarning",
+    "estimate_cost",
 ]

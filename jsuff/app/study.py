@@ -83,6 +83,7 @@ from jsuff.domains import DOMAINS, FILLS, get_domain
 from jsuff.explain import Explanation, explain_many
 from jsuff.extract import MODES, ExtractConfig
 from jsuff.models.base import CROP_MODES, PAD_MODES, InputPolicy, Model, ModelError, fit_length, load_model
+from jsuff.progress import duration as _duration, emit
 from jsuff.evaluate import COMPUTE_DTYPES, predict
 from jsuff.search import SearchConfig
 
@@ -793,19 +794,7 @@ _LOGGER = logging.getLogger("jsuff.study")
 def _emit(msg: str) -> None:
     """One console line: through the ``jsuff.study`` logger when the application has set up
     logging for INFO, else on stderr (so a plain ``jsuff study | tee log`` shows it too)."""
-    if _LOGGER.isEnabledFor(logging.INFO) and _LOGGER.hasHandlers():
-        _LOGGER.info(msg)
-    else:
-        print(msg, file=sys.stderr, flush=True)
-
-
-def _duration(seconds: float) -> str:
-    s = int(round(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    emit(_LOGGER, msg)
 
 
 class Progress:
@@ -1147,6 +1136,7 @@ def _run_steps(cfg, out_dir, models, names, slugs, label_names, maps, domain, qu
             config=cfg.search,
             extract=cfg.extract,
             keys=_clip_keys(cfg.seed, mi, idx),
+            quiet=True,  # the study reports its own progress
             mesh=mesh,
         )
         save_npz(out_dir / "models" / slugs[names[mi]] / "explain" / f"batch_{b:05d}.npz", **_pack(exps, idx))
