@@ -254,6 +254,9 @@ def test_inside_jit_and_vmap_equals_the_host_call(loudest):
     _same_search(run(jnp.asarray(loudest_clip())), loudest)
     with pytest.raises(AudioError, match="expected"):  # a traced clip is checked for its shape
         run(jnp.ones((2, 2, T), jnp.float32))
+    # an int seed may be traced too (a vmap over seeds)
+    traced_seed = jax.jit(lambda s: jax.random.key_data(evaluate.clip_keys(s, 2)))(jnp.int32(7))
+    np.testing.assert_array_equal(traced_seed, jax.random.key_data(evaluate.clip_keys(7, 2)))
     # the caller's vmap over clips and keys (a batch axis the search does not see), under jit;
     # multiplicative maps, combined in float32 on the device
     mult = dataclasses.replace(CFG, map_combination="multiplicative")
