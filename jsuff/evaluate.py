@@ -21,8 +21,9 @@ evaluate models through this module:
 * :func:`predict`: logits of many waveforms in fixed-size, optionally sharded batches.
 * **Inside your own jitted code** (:func:`candidate_labels`): the labels and confidences of many
   masked candidates of a clip, traceable, so it composes with ``jax.jit``, ``jax.vmap`` (over
-  clips) and ``lax`` loops; the drivers (``prepare``, the search, the extraction, ``explain``) are
-  host-side and say so when traced (:func:`host_only`).
+  clips) and ``lax`` loops. :func:`prepare` and the search
+  (:func:`jsuff.search.responsibility_maps`) are traceable too; the extraction and ``explain``
+  are host-side drivers and say so when traced (:func:`host_only`).
 * **Calls** (:func:`model_call`): the public drivers take ``f(model, x)`` (a
   :class:`jsuff.Model` with its own parameters, rate and input policy) or ``f(apply_fn, params,
   x)``; a mix-up is named. :func:`clip_keys` takes a ``jax.random.key`` or an int seed.
@@ -421,7 +422,7 @@ def clip_keys(key: jax.Array | int, n: int) -> jax.Array:
     if isinstance(key, (int, np.integer)) or (
         np.ndim(key) == 0 and jnp.issubdtype(jnp.result_type(key), jnp.integer)
     ):
-        return clip_keys(jax.random.key(int(key)), n)
+        return clip_keys(jax.random.key(key if isinstance(key, jax.core.Tracer) else int(key)), n)
     k = jnp.asarray(key) if not isinstance(key, jax.Array) else key
     if not jnp.issubdtype(k.dtype, jax.dtypes.prng_key):
         k = jax.random.wrap_key_data(k)
@@ -460,8 +461,9 @@ def host_only(fn: str, *trees: Any) -> None:
     if any(isinstance(leaf, jax.core.Tracer) for t in trees for leaf in jax.tree_util.tree_leaves(t)):
         raise TypeError(
             f"{fn} is a host-side driver (its loops and decisions run in Python on concrete arrays) and cannot be "
-            "traced by jax.jit, jax.vmap or jax.grad: call it outside your jitted function; inside one, evaluate "
-            "masked candidates with jsuff.evaluate.candidate_labels, which composes with jit and vmap"
+            "traced by jax.jit, jax.vmap or jax.grad: call it outside your jitted function; inside one, search with "
+            "jsuff.responsibility_maps or evaluate masked candidates with jsuff.evaluate.candidate_labels, which "
+            "compose with jit and vmap"
         )
 
 
@@ -639,6 +641,9 @@ def prepare(
 ) -> Clips:
     """Validate ``waveforms`` (``[T]`` or ``[N, T]``), analyse and classify them (N model queries).
 
+    Traceable: inside ``jax.jit`` or ``jax.vmap``, traced waveforms are checked for their shape
+    only and traced targets are not range-checked (their values are not known yet).
+
     Raises:
         AudioError: a clip is empty or non-finite, its grid has fewer than ``min_box_size``
             cells, or (``allow_silence=False``) it is all zeros.
@@ -650,8 +655,8 @@ def prepare(
         >>> c.waveforms.shape, c.targets.tolist()
         ((1, 8), [1])
     """
-    host_only("prepare (and the search and explain drivers that call it)", waveforms, params)
     domain = as_domain(domain)
+    traced = isinstance(waveforms, jax.core.Tracer)
     if is_clip_list(waveforms):
         waveforms = [validate_waveform(w, name=f"waveforms[{i}]") for i, w in enumerate(waveforms)]
     if is_clip_list(waveforms) and len({w.shape for w in waveforms}) > 1:
@@ -663,7 +668,9 @@ def prepare(
             "clips of one length), or fit them first (jsuff.models.fit_length)"
         )
     name = "waveforms" if np.ndim(waveforms) == 2 else "waveform"
-    x = clip_array(waveforms)
+    if traced and np.ndim(waveforms) not in (1, 2):
+        raise AudioError(f"{name} has shape {waveforms.shape}; expected [T] (one clip) or [B, T] (a batch)")
+    x = waveforms.astype(jnp.float32) if traced else clip_array(waveforms)
     x = x[None] if x.ndim == 1 else x
     cells = int(np.prod(domain.grid_shape(x.shape[1])))
     if cells < min_box_size:
@@ -671,7 +678,7 @@ def prepare(
             f"{name} is too short: {x.shape[1]} samples give a {domain.name} grid of {cells} cells, "
             f"fewer than min_box_size={min_box_size}: there is nothing to search"
         )
-    if not allow_silence:
+    if not allow_silence and not traced:
         silent = np.flatnonzero(~np.any(x != 0, axis=-1))
         if silent.size:
             which = name if x.shape[0] == 1 else f"{name}[{', '.join(map(str, silent.tolist()))}]"
@@ -681,8 +688,8 @@ def prepare(
     if targets is None:
         tgt = jnp.argmax(logits, axis=-1).astype(jnp.int32)
     else:
-        tgt = jnp.asarray(np.broadcast_to(np.asarray(targets, np.int32), (n,)))
-        if bool(((tgt < 0) | (tgt >= c)).any()):
+        tgt = jnp.broadcast_to(jnp.asarray(targets, jnp.int32), (n,))
+        if not isinstance(tgt, jax.core.Tracer) and bool(((tgt < 0) | (tgt >= c)).any()):
             raise ValueError(f"targets {np.asarray(tgt).tolist()} out of range for {c} classes")
     conf = jnp.take_along_axis(jax.nn.softmax(logits, axis=-1), tgt[:, None], axis=1)[:, 0]
     return Clips(x, coeffs, logits, tgt, conf)

@@ -26,11 +26,13 @@ depth compete for the next job, and 1-D children are the box's own cells (not a 
 docs/statistics.md lists every deviation from ReX; ``SearchConfig.map_combination`` and
 ``SearchConfig.cut_rule`` offer ReX's multiplicative maps and cut rule.
 
-**Batching.** All clips x iterations advance in lock-step, one depth at a time (a Python loop of
-at most ``tree_depth + 1`` steps that stops once no iteration is alive). A depth is two jitted
-calls. ``_evaluate`` is the one vmapped call through the model: it splits every job box, sorts the
-valid candidates (alive iteration, real and splittable box) first, and inside a ``lax.while_loop``
-takes them ``max_batch`` at a time, builds their masks from box bounds with iota compares,
+**Batching.** All clips x iterations advance in lock-step, one depth at a time, and the whole
+walk is one jit-compiled function (``_walk``, compiled once per model, grid, clips and settings):
+a ``lax.while_loop`` over depths that stops on the device once no iteration is alive, so nothing
+waits for the device between depths. A depth splits every job box, sorts the valid candidates
+(alive iteration, real and splittable box) first, and inside an inner ``lax.while_loop`` that runs
+only as many model calls as there are valid candidates takes them ``max_batch`` at a time (at most
+clips x iterations x 3 boxes x 14 mutants), builds their masks from box bounds with iota compares,
 synthesises them with ``vmap(domain.synthesize)`` and classifies them with one
 ``apply(params, waveforms[B, T])`` per chunk (the padding of the last chunk is computed and thrown
 away). With ``linear_synthesis`` (the default, ``max_batch >= 14``) a chunk is whole refinements:
@@ -38,13 +40,17 @@ synthesis is affine in the mask, so a refinement's 14 mutants are sums of 5 synt
 surroundings and its 4 children), which cuts the inverse transforms per candidate from 1 to 5/14.
 With a mesh, each chunk is split over one mesh axis and every device synthesises and classifies
 its own share under ``jax.shard_map`` (:func:`jsuff.evaluate.on_shards`); only labels and
-confidences cross devices.
-``_advance`` credits and picks the next jobs; it never sees the model, so it compiles once
-per shape and is shared by all models. Nothing is quadratic in the grid: a chunk costs
+confidences cross devices. Nothing is quadratic in the grid: a chunk costs
 ``max_batch x grid``. Credits are integers (6/|A| in units of 1/6) added at the corners of each
 child box in a per-clip 2-D difference array and integrated once at the end, so maps are exact,
-cost O(grid) per depth, and do not depend on chunking, batching or devices. Randomness: every word a clip's walks draw comes up front from that clip's
-key alone, so batched clips equal one-at-a-time, and the same key gives the same trees.
+cost O(grid) per depth, and do not depend on chunking, batching or devices. Randomness: every
+word a clip's walks draw comes up front from that clip's key alone, so batched clips equal
+one-at-a-time, and the same key gives the same trees.
+
+**Embedding.** :func:`responsibility_maps` is traceable: inside a caller's ``jax.jit`` or
+``jax.vmap`` (over clips, keys, targets) it becomes part of the caller's program.
+:func:`walk` runs any subset of the iterations (a slice of :func:`iteration_draws`), and
+:func:`merge_walks` joins such parts into the walk of all of them.
 
 Example:
     >>> import jax, jax.numpy as jnp
@@ -64,7 +70,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 import jax
@@ -98,9 +104,14 @@ __all__ = [
     "SUBSETS",
     "SearchConfig",
     "SearchResult",
+    "Walk",
     "combine_maps",
+    "iteration_draws",
+    "maps_of",
+    "merge_walks",
     "responsibility_loop",
     "responsibility_maps",
+    "walk",
 ]
 
 #: The 14 non-empty proper subsets of a box's 4 children, by size then lexicographically.
@@ -285,9 +296,20 @@ def _mutant(parent: jax.Array, box: jax.Array, kids: jax.Array, bits: jax.Array)
 
 
 @functools.partial(jax.jit, static_argnames=("iters", "tree_depth"))
-def _draws(keys: jax.Array, iters: int, tree_depth: int) -> jax.Array:
-    """``[N, iters, depth, slot, 3]`` random words: everything the walks of N clips draw, made up
-    front from each clip's key (a flat draw: multi-dimensional ``random.bits`` compiles slowly)."""
+def iteration_draws(keys: jax.Array, iters: int, tree_depth: int) -> jax.Array:
+    """``[N, iters, tree_depth + 1, 3, 3]`` uint32: every random word the walks of N clips draw
+    (iteration, depth, job slot, cut), made up front from each clip's key (a flat draw:
+    multi-dimensional ``random.bits`` compiles slowly).
+
+    Iteration ``i``'s words do not depend on how many iterations follow it, as long as they are
+    drawn together: draw all iterations once and hand :func:`walk` a slice ``draws[:, a:b]`` to
+    run iterations ``a..b-1`` alone (what the full walk does for them).
+
+    Example:
+        >>> d = iteration_draws(jax.random.split(jax.random.key(0), 2), iters=5, tree_depth=3)
+        >>> d.shape, d.dtype
+        ((2, 5, 4, 3, 3), dtype('uint32'))
+    """
     shape = (iters, tree_depth + 1, _SLOTS, 3)
     bits = jax.vmap(lambda k: jax.random.bits(k, (int(np.prod(shape)),), jnp.uint32))(keys)
     return bits.reshape((keys.shape[0], *shape))
@@ -296,6 +318,23 @@ def _draws(keys: jax.Array, iters: int, tree_depth: int) -> jax.Array:
 # ----------------------------------------------------------------------------------------------
 # The batched search
 # ----------------------------------------------------------------------------------------------
+
+
+class Walk(NamedTuple):
+    """What :func:`walk` returns for N clips (device arrays, traceable).
+
+    Attributes:
+        credits: ``[N, L, R, W, C]`` int32 credit in units of ``1 / CREDIT_UNIT`` over the grid
+            (a 1-D grid is one row, ``R = 1``), per class (``C = 1``, the target, with
+            ``target_only``). ``L = 1`` (the iterations summed) for the additive combination of
+            maps, ``L`` = the iterations walked for the multiplicative one.
+        queries: ``[N]`` int32 mutants evaluated.
+        depth: ``[N]`` int32 deepest refinement at which some mutant passed (-1: none).
+    """
+
+    credits: jax.Array
+    queries: jax.Array
+    depth: jax.Array
 
 
 class _State(NamedTuple):
@@ -315,51 +354,62 @@ class _Proposal(NamedTuple):
     valid: jax.Array  # [N, I, 3, 14] bool: candidates that are evaluated
 
 
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """What the compiled walk is specialised on (a static jit argument): the settings that change
+    shapes or code, never data (the confidence threshold is traced, so changing it does not
+    recompile)."""
+
+    domain: Domain
+    grid: tuple[int, ...]
+    classes: int  # maps kept: the model's classes, or 1 (target_only)
+    batch: int  # candidates per model call
+    tree_depth: int
+    min_box_size: int
+    compute_dtype: str
+    linear: bool
+    rex_cuts: bool
+    per_iteration: bool  # one credit map per iteration (the multiplicative combination)
+    target_only: bool
+    mesh: Mesh | None
+    axis: str | None
+
+    @property
+    def two_d(self) -> bool:
+        return len(self.grid) == 2
+
+
 def _grid2(grid: tuple[int, ...]) -> tuple[int, int]:
     return (1, grid[0]) if len(grid) == 1 else (grid[0], grid[1])
 
 
-# The walk is two jitted stages per depth (after ``_draws``, once per walk). ``_advance`` never
-# sees the model, so it compiles once per (clips, iterations, grid, classes) and is shared by every
-# model; ``_evaluate`` is the one vmapped, chunked call per depth through ``apply``, compiled and
-# cached per model by :func:`jsuff.evaluate.model_jit`.
+# The walk is one jitted function (``_walk``, compiled and cached per model by
+# :func:`jsuff.evaluate.model_jit`): a ``lax.while_loop`` over depths whose body evaluates a level
+# (``_level``, the only part that sees the model) and credits it (``_advance``).
 
 
-def _initial_state(
-    active: np.ndarray, iters: int, grid: tuple[int, ...], num_classes: int, per_iteration: bool = False
-) -> _State:
-    """Every iteration at the root: one job, the whole grid (built on the host, nothing to compile).
-    ``per_iteration``: keep each iteration's credits apart (the multiplicative combination)."""
+def _initial_state(active: jax.Array, iters: int, plan: _Plan) -> _State:
+    """Every iteration at the root: one job, the whole grid."""
     n = active.shape[0]
-    r, w = _grid2(grid)
-    boxes = np.zeros((n, iters, _SLOTS, 4), np.int32)
-    boxes[:, :, 0] = (0, r, 0, w)
+    r, w = _grid2(plan.grid)
+    boxes = jnp.zeros((n, iters, _SLOTS, 4), jnp.int32).at[:, :, 0].set(jnp.array([0, r, 0, w], jnp.int32))
     return _State(
         depth=jnp.int32(0),
         parent=jnp.ones((n, iters, r, w), bool),
-        boxes=jnp.asarray(boxes),
-        slot_ok=jnp.asarray(np.broadcast_to(np.arange(_SLOTS) == 0, (n, iters, _SLOTS))),
-        alive=jnp.asarray(np.broadcast_to(np.asarray(active, bool)[:, None], (n, iters))),
-        diff=jnp.zeros((n, iters if per_iteration else 1, r + 1, w + 1, num_classes), jnp.int32),
+        boxes=boxes,
+        slot_ok=jnp.broadcast_to(jnp.arange(_SLOTS) == 0, (n, iters, _SLOTS)),
+        alive=jnp.broadcast_to(active[:, None], (n, iters)),
+        diff=jnp.zeros((n, iters if plan.per_iteration else 1, r + 1, w + 1, plan.classes), jnp.int32),
         queries=jnp.zeros(n, jnp.int32),
         deepest=jnp.full(n, -1, jnp.int32),
     )
 
 
-def _propose(
-    depth: jax.Array,
-    boxes: jax.Array,
-    slot_ok: jax.Array,
-    alive: jax.Array,
-    draws: jax.Array,
-    *,
-    min_box_size: int,
-    two_d: bool,
-    rex_cuts: bool = False,
-) -> _Proposal:
-    u = jax.lax.dynamic_index_in_dim(draws, depth, axis=2, keepdims=False)  # [N, I, 3, 3]
-    kids = jax.vmap(jax.vmap(jax.vmap(functools.partial(_split, two_d=two_d, rex_cuts=rex_cuts))))(u, boxes)
-    can = slot_ok & alive[:, :, None] & _splittable(boxes, min_box_size, two_d)
+def _propose(state: _State, draws: jax.Array, plan: _Plan) -> _Proposal:
+    u = jax.lax.dynamic_index_in_dim(draws, state.depth, axis=2, keepdims=False)  # [N, I, 3, 3]
+    split = functools.partial(_split, two_d=plan.two_d, rex_cuts=plan.rex_cuts)
+    kids = jax.vmap(jax.vmap(jax.vmap(split)))(u, state.boxes)
+    can = state.slot_ok & state.alive[:, :, None] & _splittable(state.boxes, plan.min_box_size, plan.two_d)
     return _Proposal(kids, jnp.broadcast_to(can[..., None], (*can.shape, len(SUBSETS))))
 
 
@@ -370,9 +420,9 @@ def _in_chunks(
     classify: Callable[[jax.Array], tuple[jax.Array, jax.Array]],
 ) -> tuple[jax.Array, jax.Array]:
     """Labels and confidences ``[len(valid) * width]`` of the units where ``valid[units]`` is
-    True, ``size`` units per ``classify(ids[size])`` call in a ``lax.while_loop``; unit ``i``
-    owns outputs ``i * width .. i * width + width - 1`` (traced). Units never evaluated keep
-    label 0 and confidence 0."""
+    True, ``size`` units per ``classify(ids[size])`` call in a ``lax.while_loop`` that runs only
+    as many calls as there are valid units; unit ``i`` owns outputs ``i * width .. i * width +
+    width - 1`` (traced). Units never evaluated keep label 0 and confidence 0."""
     # compaction: the valid units first, in order (a stable sort, not nonzero's scan)
     order = jnp.argsort(~valid, stable=True).astype(jnp.int32)
     count = valid.sum(dtype=jnp.int32)
@@ -395,56 +445,49 @@ def _in_chunks(
     return pred[:total], conf[:total]
 
 
-@model_jit(
-    static_argnames=("domain", "grid", "batch", "mesh", "axis", "min_box_size", "compute_dtype", "linear", "rex_cuts")
-)
-def _evaluate(
+def _refinements_per_call(plan: _Plan) -> int:
+    """Whole refinements per model call with linear synthesis (0: synthesise each mutant), a
+    multiple of the device count so every device gets a share."""
+    if not plan.linear:
+        return 0
+    per_device = 1 if plan.mesh is None else plan.mesh.shape[plan.axis]
+    return plan.batch // len(SUBSETS) // per_device * per_device
+
+
+def _level(
     params: Any,
     coeffs: Coefficients,
+    silence: jax.Array | None,
     targets: jax.Array,
-    depth: jax.Array,
-    parent: jax.Array,
-    boxes: jax.Array,
-    slot_ok: jax.Array,
-    alive: jax.Array,
+    state: _State,
     draws: jax.Array,
     *,
     apply_fn: ApplyFn,
-    domain: Domain,
-    grid: tuple[int, ...],
-    batch: int,
-    mesh: Mesh | None,
-    axis: str | None,
-    min_box_size: int,
-    compute_dtype: str = "float32",
-    linear: bool = False,
-    rex_cuts: bool = False,
+    plan: _Plan,
 ) -> tuple[_Proposal, jax.Array, jax.Array]:
-    """Split the job boxes, then the top-1 label and target confidence of every valid candidate,
-    ``batch`` per model call (whole refinements of 14 per call with ``linear``)."""
-    params = cast_params(params, compute_dtype)  # once, outside the loop over chunks
-    prop = _propose(
-        depth, boxes, slot_ok, alive, draws, min_box_size=min_box_size, two_d=len(grid) == 2, rex_cuts=rex_cuts
-    )
+    """Split the job boxes of one depth, then the top-1 label and target confidence of every valid
+    candidate, ``plan.batch`` per model call (whole refinements of 14 per call with linear
+    synthesis). ``params`` are already in the compute dtype."""
+    prop = _propose(state, draws, plan)
     n, iters, slots, m = prop.valid.shape
-    # whole refinements per call, a multiple of the device count so every device gets a share
-    per_device = 1 if mesh is None else mesh.shape[axis]
-    refinements = batch // m // per_device * per_device
-    if linear and refinements > 0:
+    if silence is not None:
         pred, conf = _evaluate_by_refinement(
-            params, coeffs, targets, parent, boxes, prop, apply_fn=apply_fn, domain=domain, grid=grid,
-            refinements=refinements, mesh=mesh, axis=axis, compute_dtype=compute_dtype,
+            params, coeffs, silence, targets, state.parent, state.boxes, prop, apply_fn=apply_fn, plan=plan
         )
         return prop, pred, conf
     bits_table = jnp.asarray(_BITS)
+    grid, batch = plan.grid, plan.batch
 
     def classify(ids: jax.Array) -> tuple[jax.Array, jax.Array]:
         ci, rest = jnp.divmod(ids, iters * slots * m)
         ii, rest = jnp.divmod(rest, slots * m)
         bi, si = jnp.divmod(rest, m)
-        masks = jax.vmap(_mutant)(parent[ci, ii], boxes[ci, ii, bi], prop.kids[ci, ii, bi], bits_table[si])
+        masks = jax.vmap(_mutant)(
+            state.parent[ci, ii], state.boxes[ci, ii, bi], prop.kids[ci, ii, bi], bits_table[si]
+        )
         logits = masked_logits(
-            apply_fn, params, domain, coeffs, ci, masks.reshape((batch, *grid)), mesh, axis, compute_dtype
+            apply_fn, params, plan.domain, coeffs, ci, masks.reshape((batch, *grid)), plan.mesh, plan.axis,
+            plan.compute_dtype,
         )
         return top1_and_confidence(logits, targets[ci])
 
@@ -455,21 +498,17 @@ def _evaluate(
 def _evaluate_by_refinement(
     params: Any,
     coeffs: Coefficients,
+    silence: jax.Array,
     targets: jax.Array,
     parent: jax.Array,
     boxes: jax.Array,
     prop: _Proposal,
     *,
     apply_fn: ApplyFn,
-    domain: Domain,
-    grid: tuple[int, ...],
-    refinements: int,
-    mesh: Mesh | None,
-    axis: str | None,
-    compute_dtype: str,
+    plan: _Plan,
 ) -> tuple[jax.Array, jax.Array]:
-    """Like the candidate loop of :func:`_evaluate`, ``refinements`` whole refinements per model
-    call, their mutants synthesised from 5 waveforms each (traced inside ``_evaluate``).
+    """Like the candidate loop of :func:`_level`, whole refinements per model call, their mutants
+    synthesised from 5 waveforms each; ``silence[N, T]`` is ``s(0)`` of each clip.
 
     A mutant keeps ``base | kids_A`` with ``base = parent \\ box`` and the children of ``box``
     disjoint from ``base`` and from each other. Synthesis is affine in the mask
@@ -478,9 +517,9 @@ def _evaluate_by_refinement(
     adds.
     """
     n, iters, slots, m = prop.valid.shape
+    grid, domain = plan.grid, plan.domain
     r, w = _grid2(grid)
-    rb = refinements
-    silence = jax.vmap(domain.synthesize)(coeffs, jnp.zeros((n, *grid), bool))  # s(0) per clip
+    rb = _refinements_per_call(plan)
     in_box = jax.vmap(functools.partial(_in_box, shape=(r, w)))
 
     def local(params: Any, coeffs: Coefficients, silence: jax.Array, ci: jax.Array, masks: jax.Array,
@@ -496,7 +535,7 @@ def _evaluate_by_refinement(
         waves = parts[:, :1] + sum(
             jnp.where(_KTH_ON[None, :, k, None], deltas[:, _KTH[:, k]], 0.0) for k in range(3)
         )  # [b, 14, T]
-        logits = model_logits(apply_fn, params, waves.reshape(b * m, -1), compute_dtype)
+        logits = model_logits(apply_fn, params, waves.reshape(b * m, -1), plan.compute_dtype)
         return top1_and_confidence(logits, jnp.repeat(targets, m))
 
     def classify(ids: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -505,14 +544,13 @@ def _evaluate_by_refinement(
         base = parent[ci, ii] & ~in_box(boxes[ci, ii, bi])  # [rb, R, W]
         kids = in_box(prop.kids[ci, ii, bi].reshape(rb * 4, 4)).reshape(rb, 4, r, w)
         masks = jnp.concatenate([base[:, None], kids], axis=1).reshape((rb, 5, *grid))
-        return on_shards(local, mesh, axis, (params, coeffs, silence), (ci, masks, targets[ci]))
+        return on_shards(local, plan.mesh, plan.axis, (params, coeffs, silence), (ci, masks, targets[ci]))
 
     # a refinement's 14 mutants are valid together: its first one stands for all
     pred, conf = _in_chunks(prop.valid[..., 0].reshape(-1), rb, m, classify)
     return pred.reshape(n, iters, slots, m), conf.reshape(n, iters, slots, m)
 
 
-@functools.partial(jax.jit, static_argnames=("target_only",))
 def _advance(
     state: _State,
     prop: _Proposal,
@@ -584,44 +622,153 @@ def _advance(
     )
 
 
+@model_jit(static_argnames=("plan",))
 def _walk(
-    apply_fn: ApplyFn,
     params: Any,
-    domain: Domain,
     coeffs: Coefficients,
     targets: jax.Array,
     thresholds: jax.Array,
     active: jax.Array,
-    keys: jax.Array,
+    draws: jax.Array,
     *,
-    config: SearchConfig,
-    grid: tuple[int, ...],
-    num_classes: int,
-    mesh: Mesh | None,
-    axis: str | None,
-    target_only: bool,
-) -> _State:
-    """All iterations of all clips, depth by depth in lock-step."""
-    n = active.shape[0]
-    state = _initial_state(
-        np.asarray(active), config.iters, grid, 1 if target_only else num_classes,
-        per_iteration=config.map_combination == "multiplicative",
-    )
-    draws = _draws(keys, iters=config.iters, tree_depth=config.tree_depth)
-    batch = device_batch(config.max_batch, n * config.iters * _SLOTS * len(SUBSETS), mesh, axis)
-    for _ in range(config.tree_depth + 1):
-        if not bool(state.alive.any()):
-            break
-        prop, pred, conf = _evaluate(
-            params, coeffs, targets, state.depth, state.parent, state.boxes, state.slot_ok, state.alive, draws,
-            apply_fn=apply_fn, domain=domain, grid=grid, batch=batch, mesh=mesh, axis=axis,
-            min_box_size=config.min_box_size,
-            compute_dtype=config.compute_dtype,
-            linear=config.linear_synthesis and domain.affine,
-            rex_cuts=config.cut_rule == "rex",
+    apply_fn: ApplyFn,
+    plan: _Plan,
+) -> Walk:
+    """All iterations of all clips, depth by depth in lock-step, as one ``lax.while_loop`` that
+    stops once no iteration is alive (or past ``tree_depth``); credits integrated at the end."""
+    params = cast_params(params, plan.compute_dtype)  # once, outside the loops
+    n, iters = draws.shape[:2]
+    silence = None
+    if _refinements_per_call(plan) > 0:  # s(0) per clip, for linear synthesis
+        silence = jax.vmap(plan.domain.synthesize)(coeffs, jnp.zeros((n, *plan.grid), bool))
+
+    def level(state: _State) -> _State:
+        prop, pred, conf = _level(params, coeffs, silence, targets, state, draws, apply_fn=apply_fn, plan=plan)
+        return _advance(state, prop, pred, conf, targets, thresholds, target_only=plan.target_only)
+
+    def going(state: _State) -> jax.Array:
+        return (state.depth <= plan.tree_depth) & state.alive.any()
+
+    state = jax.lax.while_loop(going, level, _initial_state(active, iters, plan))
+    r, w = _grid2(plan.grid)
+    credits = jnp.cumsum(jnp.cumsum(state.diff, axis=2), axis=3)[:, :, :r, :w, :]
+    return Walk(credits, state.queries, state.deepest)
+
+
+def walk(
+    apply_fn: ApplyFn,
+    params: Any,
+    clips: Clips,
+    draws: jax.Array,
+    *,
+    domain: Domain = RFFT(),
+    config: SearchConfig = SearchConfig(),
+    active: Any = None,
+    mesh: Mesh | None = None,
+    mesh_axis: str | None = None,
+    target_only: bool = False,
+) -> Walk:
+    """The batched walk of prepared clips over the iterations whose random words are ``draws``:
+    one compiled call (traceable: it runs inside ``jax.jit`` and ``jax.vmap`` too).
+
+    :func:`responsibility_maps` is ``walk`` over ``iteration_draws(keys, config.iters, ...)``
+    followed by :func:`maps_of`. Iterations are independent, so walking ``draws[:, a:b]`` and
+    ``draws[:, b:c]`` and merging them (:func:`merge_walks`) equals walking ``draws[:, a:c]``:
+    a caller can run the iterations in rounds and stop early.
+
+    Args:
+        apply_fn, params: the model (its identity keys the compilation cache).
+        clips: :class:`jsuff.evaluate.Clips` from :func:`jsuff.evaluate.prepare`.
+        draws: ``[N, I, config.tree_depth + 1, 3, 3]`` uint32 from :func:`iteration_draws` (or a
+            slice of it over iterations). ``config.iters`` is not used: ``I`` is.
+        domain, config, active, mesh, mesh_axis, target_only: as :func:`responsibility_maps`.
+
+    Returns:
+        :class:`Walk`: credits, queries and depth, on the device.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jsuff.evaluate import prepare
+        >>> from jsuff.domains import Time
+        >>> apply = lambda p, x: jnp.stack([x[:, :4].sum(-1), x[:, 4:].sum(-1)], axis=-1)
+        >>> clips = prepare(apply, None, jnp.ones((1, 64)), domain=Time())
+        >>> cfg = SearchConfig(iters=4)
+        >>> draws = iteration_draws(jax.random.key(0)[None], iters=cfg.iters, tree_depth=cfg.tree_depth)
+        >>> rounds = [walk(apply, None, clips, draws[:, i : i + 2], domain=Time(), config=cfg) for i in (0, 2)]
+        >>> r = maps_of(merge_walks(rounds, cfg.map_combination), clips, (64,), cfg.map_combination)
+        >>> r.maps.shape  # equal to responsibility_maps(..., config=cfg, key=jax.random.key(0))
+        (1, 2, 64)
+    """
+    axis = resolve_axis(mesh, mesh_axis)
+    params = replicate(params, mesh)
+    n, t = clips.waveforms.shape
+    expected = (n, config.tree_depth + 1, _SLOTS, 3)
+    if draws.ndim != 5 or (draws.shape[0], *draws.shape[2:]) != expected:
+        raise ValueError(
+            f"draws must be [N, iterations, tree_depth + 1, 3, 3] = [{n}, I, {config.tree_depth + 1}, 3, 3] "
+            f"(iteration_draws), got shape {draws.shape}"
         )
-        state = _advance(state, prop, pred, conf, targets, thresholds, target_only=target_only)
-    return state
+    iters = draws.shape[1]
+    plan = _Plan(
+        domain=domain,
+        grid=tuple(domain.grid_shape(t)),
+        classes=1 if target_only else int(clips.logits.shape[1]),
+        batch=device_batch(config.max_batch, n * iters * _SLOTS * len(SUBSETS), mesh, axis),
+        tree_depth=config.tree_depth,
+        min_box_size=config.min_box_size,
+        compute_dtype=config.compute_dtype,
+        linear=config.linear_synthesis and domain.affine,
+        rex_cuts=config.cut_rule == "rex",
+        per_iteration=config.map_combination == "multiplicative" and iters > 1,
+        target_only=target_only,
+        mesh=mesh,
+        axis=axis,
+    )
+    act = jnp.ones(n, bool) if active is None else jnp.broadcast_to(jnp.asarray(active, bool), (n,))
+    thresholds = clips.confidence * jnp.float32(config.confidence_filter)
+    return _walk(params, clips.coeffs, clips.targets, thresholds, act, draws, apply_fn=apply_fn, plan=plan)
+
+
+def merge_walks(parts: Iterable[Walk], combination: str = "additive") -> Walk:
+    """One :class:`Walk` from walks of the same clips over disjoint iterations, in order (see
+    :func:`walk`): credits summed (additive) or their iterations side by side (multiplicative),
+    queries summed, the deepest depth kept."""
+    parts = list(parts)
+    if combination == "multiplicative":
+        credits = jnp.concatenate([p.credits for p in parts], axis=1)
+    else:
+        credits = functools.reduce(jnp.add, [p.credits for p in parts])
+    return Walk(
+        credits,
+        functools.reduce(jnp.add, [p.queries for p in parts]),
+        functools.reduce(jnp.maximum, [p.depth for p in parts]),
+    )
+
+
+def maps_of(w: Walk, clips: Clips, grid: tuple[int, ...], combination: str = "additive") -> SearchResult:
+    """The :class:`SearchResult` of a walk: credits combined into maps (:func:`combine_maps`).
+
+    Concrete credits are combined on the host (in float64, NumPy arrays out); traced ones (inside
+    ``jax.jit``/``jax.vmap``) on the device in float32, where XLA's division of the integer
+    credits by ``CREDIT_UNIT`` may round a map value one float32 step away from the host's (the
+    order of cells is the same)."""
+    n = w.credits.shape[0]
+    traced = isinstance(w.credits, jax.core.Tracer)
+    credits = w.credits if traced else np.asarray(w.credits, np.int64)
+    xp = jnp if traced else np
+    combined = combine_maps(credits / CREDIT_UNIT, combination)  # [N, R, W, C]
+    maps = xp.moveaxis(combined, -1, 1).reshape((n, combined.shape[-1], *grid))
+    if traced:
+        return SearchResult(
+            maps.astype(jnp.float32), clips.targets, clips.confidence.astype(jnp.float32), w.queries, w.depth
+        )
+    return SearchResult(
+        maps=maps.astype(np.float32),
+        targets=np.asarray(clips.targets),
+        target_confidence=np.asarray(clips.confidence, np.float32),
+        queries=np.asarray(w.queries, np.int64),
+        depth=np.asarray(w.depth),
+    )
 
 
 def responsibility_maps(
@@ -639,6 +786,18 @@ def responsibility_maps(
     target_only: bool = False,
 ) -> SearchResult:
     """Causal responsibility maps of one or several clips (see the module docstring).
+
+    The walk is one compiled call per (model, grid, clips, settings); nothing waits for the
+    device until it returns. Called with traced arguments (inside the caller's ``jax.jit`` or
+    ``jax.vmap``: over clips, keys, targets or parameters) it is traced into the caller's
+    program and returns the :class:`SearchResult` as traced arrays, equal to the host call's up
+    to float32 rounding of the maps (see :func:`maps_of`); traced clips are checked for their
+    shape only, traced targets are not range-checked. ``apply_fn``, ``domain``, ``config``,
+    ``mesh``, ``target_only`` and the clips' shape are static (compile-time) settings; the
+    clips, keys, targets, ``active`` and parameters are data. To search many clips, prefer one
+    ``[N, T]`` call to a ``vmap`` over clips: the call packs the live candidates of all clips
+    into its model calls, while under ``vmap`` every clip runs as many model calls per depth
+    as the busiest one.
 
     Args:
         apply_fn: ``apply(params, waveforms[B, T]) -> logits[B, C]``, pure and jittable. Its
@@ -675,6 +834,10 @@ def responsibility_maps(
         ...                         config=SearchConfig(iters=2))
         >>> r.maps.shape
         (1, 2, 64)
+
+        Inside the caller's own ``jax.jit(jax.vmap(...))``, e.g. over a batch of keys::
+
+            maps = jax.jit(jax.vmap(lambda k: responsibility_maps(apply, None, x, key=k).maps))(keys)
     """
     call = model_call("responsibility_maps", apply_fn, params, waveforms)
     apply_fn, params, waveforms, domain = call.apply_fn, call.params, call.waveforms, as_domain(domain)
@@ -686,58 +849,43 @@ def responsibility_maps(
         clips = waveforms
     else:
         clips = prepare(apply_fn, params, waveforms, domain=domain, min_box_size=config.min_box_size, targets=targets)
-    coeffs, tgt, conf = clips.coeffs, clips.targets, clips.confidence
     n, t = clips.waveforms.shape
-    grid = domain.grid_shape(t)
-    num_classes = int(clips.logits.shape[1])
-    act = jnp.ones(n, bool) if active is None else jnp.asarray(np.broadcast_to(np.asarray(active, bool), (n,)))
-    state = _walk(
-        apply_fn, params, domain, coeffs, tgt, conf * jnp.float32(config.confidence_filter), act,
-        clip_keys(key, n), config=config, grid=tuple(grid), num_classes=num_classes, mesh=mesh, axis=axis,
+    draws = iteration_draws(clip_keys(key, n), iters=config.iters, tree_depth=config.tree_depth)
+    w = walk(
+        apply_fn, params, clips, draws, domain=domain, config=config, active=active, mesh=mesh, mesh_axis=axis,
         target_only=target_only,
     )
-    # integrate the difference arrays on the host, exactly (int64), once
-    r, w = _grid2(tuple(grid))
-    credits = np.cumsum(np.cumsum(np.asarray(state.diff, np.int64), axis=2), axis=3)[:, :, :r, :w, :]
-    combined = combine_maps(credits / CREDIT_UNIT, config.map_combination)  # [N, R, W, C]
-    maps = np.moveaxis(combined, -1, 1).reshape((n, combined.shape[-1], *grid))
-    return SearchResult(
-        maps=maps.astype(np.float32),
-        targets=np.asarray(tgt),
-        target_confidence=np.asarray(conf, np.float32),
-        queries=np.asarray(state.queries, np.int64),
-        depth=np.asarray(state.deepest),
-    )
+    return maps_of(w, clips, tuple(domain.grid_shape(t)), config.map_combination)
 
 
-def combine_maps(credits: np.ndarray, combination: str = "additive") -> np.ndarray:
+def combine_maps(credits: Any, combination: str = "additive") -> Any:
     """Combine the iterations' credit maps ``credits[N, L, *grid, C]`` into ``[N, *grid, C]``.
 
     ``"additive"``: the sum over the L iterations. ``"multiplicative"`` (ReX's default
     ``responsibility_style``): the product over iterations of ``1 + credit``, divided by its
     maximum over the grid per clip and class (ReX rescales to a maximum of 1 after each product,
-    which ends the same); computed as sums of ``log1p`` in float64. A class with no credit in any
-    iteration keeps a zero map.
+    which ends the same); computed as sums of ``log1p`` in float64 (NumPy arrays) or in the
+    array's own float dtype (JAX arrays, traceable). A class with no credit in any iteration keeps
+    a zero map.
 
     Example:
         >>> credits = np.array([[[1.0, 0.0], [1.0, 1.0]]])[..., None]  # 1 clip, 2 iterations, 2 cells
         >>> combine_maps(credits, "multiplicative")[..., 0]  # (2 x 2, 1 x 2) / 4
         array([[1. , 0.5]])
     """
+    xp = jnp if isinstance(credits, jax.Array) else np
     if combination == "additive":
         return credits.sum(axis=1)
     if combination != "multiplicative":
         raise ValueError(f"unknown map combination {combination!r}; expected one of {MAP_COMBINATIONS}")
-    logs = np.log1p(np.asarray(credits, np.float64)).sum(axis=1)  # [N, *grid, C]
+    logs = xp.log1p(credits if xp is jnp else np.asarray(credits, np.float64)).sum(axis=1)  # [N, *grid, C]
     grid_axes = tuple(range(1, logs.ndim - 1))
     top = logs.max(axis=grid_axes, keepdims=True)
-    credited = np.asarray(credits).any(axis=(1, *(a + 1 for a in grid_axes)), keepdims=False)  # [N, C]
-    out = np.exp(logs - top)
-    return np.where(credited.reshape(credited.shape[0], *(1,) * len(grid_axes), -1), out, 0.0)
+    credited = (credits != 0).any(axis=(1, *(a + 1 for a in grid_axes)))  # [N, C]
+    out = xp.exp(logs - top)
+    return xp.where(credited.reshape(credited.shape[0], *(1,) * len(grid_axes), -1), out, 0.0)
 
 
-# ----------------------------------------------------------------------------------------------
-# The one-candidate-per-call reference
 # ----------------------------------------------------------------------------------------------
 
 
@@ -771,7 +919,7 @@ def responsibility_loop(
     num_classes = clips.logits.shape[1]
     per_iteration = []
     queries, deepest = 0, -1
-    for words in np.asarray(_draws(clip_keys(key, 1), iters=config.iters, tree_depth=config.tree_depth))[0]:
+    for words in np.asarray(iteration_draws(clip_keys(key, 1), iters=config.iters, tree_depth=config.tree_depth))[0]:
         maps = np.zeros((num_classes, r, w), np.float64)
         per_iteration.append(maps)
         parent = np.ones((r, w), bool)

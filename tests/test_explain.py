@@ -60,7 +60,7 @@ def test_second_explain_does_not_recompile(loudest):
     from jsuff import evaluate, extract, search
 
     def stages():  # JAX's own cache sizes of every jitted stage that calls band_mlp
-        calls_model = (evaluate.analyze_and_predict, search._evaluate, extract._classify_sets)
+        calls_model = (evaluate.analyze_and_predict, search._walk, extract._classify_sets)
         return [f.cache_size(band_mlp) for f in calls_model]
 
     before = stages()

@@ -10,6 +10,7 @@ import pytest
 from jax.sharding import Mesh
 
 from jsuff import evaluate, search
+from jsuff.audio import AudioError
 from jsuff.domains import RFFT, Time
 from jsuff.search import SearchConfig, responsibility_loop, responsibility_maps
 from tests.helpers.toys import (
@@ -35,9 +36,8 @@ from tests.helpers.toys import (
 def _compiled_stages() -> tuple[int, ...]:
     """JAX's own cache sizes of the search's jitted stages for band_mlp (a retrace adds one)."""
     return (
-        search._draws._cache_size(),
-        search._advance._cache_size(),
-        search._evaluate.cache_size(band_mlp),
+        search.iteration_draws._cache_size(),
+        search._walk.cache_size(band_mlp),
         evaluate.analyze_and_predict.cache_size(band_mlp),
     )
 
@@ -162,6 +162,10 @@ def test_second_call_does_not_recompile(loudest):
     with compilations() as seen:
         responsibility_maps(band_mlp, LOUDEST, other, config=CFG, key=jax.random.key(123))
     assert seen == [] and _compiled_stages() == before
+    # the confidence threshold is data, not a compiled setting
+    with compilations() as seen:
+        responsibility_maps(band_mlp, LOUDEST, other, config=dataclasses.replace(CFG, confidence_filter=0.5), key=KEY)
+    assert seen == [] and _compiled_stages() == before
 
 
 def test_batched_clips_equal_one_at_a_time(loudest):
@@ -228,6 +232,66 @@ def test_mesh_axis_is_checked():
     assert evaluate.device_batch(64, 20, None, None) == 20
 
 
+def _same_search(traced, host, target_only=False):
+    """A traced search's result equals the host call's: labels, queries and depths exactly; maps
+    up to XLA's float32 division of the credits by 6 (the host divides in float64), which keeps
+    every cell's order."""
+    np.testing.assert_array_equal(np.asarray(traced.targets), host.targets)
+    np.testing.assert_array_equal(np.asarray(traced.queries), host.queries)
+    np.testing.assert_array_equal(np.asarray(traced.depth), host.depth)
+    np.testing.assert_allclose(np.asarray(traced.target_confidence), host.target_confidence, rtol=1e-6)
+    maps = np.asarray(traced.maps)
+    assert maps.shape == host.maps.shape and maps.dtype == np.float32
+    np.testing.assert_allclose(maps, host.maps, rtol=3e-7, atol=0)
+    flat = maps.reshape(maps.shape[0], maps.shape[1], -1)
+    ref = host.maps.reshape(flat.shape)
+    np.testing.assert_array_equal(np.argsort(flat, -1, stable=True), np.argsort(ref, -1, stable=True))
+
+
+def test_inside_jit_and_vmap_equals_the_host_call(loudest):
+    # the caller's jit over the clip: the whole search becomes part of the caller's program
+    run = jax.jit(lambda x: responsibility_maps(band_mlp, LOUDEST, x, config=CFG, key=KEY))
+    _same_search(run(jnp.asarray(loudest_clip())), loudest)
+    with pytest.raises(AudioError, match="expected"):  # a traced clip is checked for its shape
+        run(jnp.ones((2, 2, T), jnp.float32))
+    # an int seed may be traced too (a vmap over seeds)
+    traced_seed = jax.jit(lambda s: jax.random.key_data(evaluate.clip_keys(s, 2)))(jnp.int32(7))
+    np.testing.assert_array_equal(traced_seed, jax.random.key_data(evaluate.clip_keys(7, 2)))
+    # the caller's vmap over clips and keys (a batch axis the search does not see), under jit;
+    # multiplicative maps, combined in float32 on the device
+    mult = dataclasses.replace(CFG, map_combination="multiplicative")
+    clips = [loudest_clip(), window_clip() + loudest_clip()[::-1]]
+    keys = [KEY, jax.random.key(99)]
+    many = jax.jit(jax.vmap(
+        lambda x, k: responsibility_maps(band_mlp, LOUDEST, x, config=mult, key=k, target_only=True)
+    ))
+    got = many(jnp.asarray(np.stack(clips)), jnp.stack(keys))
+    assert got.maps.shape == (2, 1, 1, 257)
+    for i in range(2):
+        host = responsibility_maps(band_mlp, LOUDEST, clips[i], config=mult, key=keys[i], target_only=True)
+        mine = jax.tree_util.tree_map(lambda a: a[i], got)
+        _same_search(mine._replace(maps=host.maps), host)  # all but the maps exactly
+        np.testing.assert_allclose(np.asarray(mine.maps), host.maps, rtol=1e-5, atol=1e-7)
+        assert host.maps.max() == 1.0 and np.asarray(mine.maps).max() == pytest.approx(1.0)
+
+
+def test_iterations_in_rounds_equal_one_walk(loudest):
+    # what a caller that runs the iterations in rounds does: draw once, walk slices, merge
+    clips = evaluate.prepare(band_mlp, LOUDEST, loudest_clip(), domain=RFFT(), min_box_size=CFG.min_box_size)
+    draws = search.iteration_draws(evaluate.clip_keys(KEY, 1), iters=CFG.iters, tree_depth=CFG.tree_depth)
+    for cfg in (CFG, dataclasses.replace(CFG, map_combination="multiplicative")):
+        whole = search.walk(band_mlp, LOUDEST, clips, draws, config=cfg)
+        rounds = [search.walk(band_mlp, LOUDEST, clips, draws[:, a : a + 2], config=cfg) for a in (0, 2, 4)]
+        merged = search.merge_walks(rounds, cfg.map_combination)
+        for got, want in zip(merged, whole, strict=True):
+            np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+        assert sum(int(r.queries[0]) for r in rounds) == int(whole.queries[0]) > 0
+        if cfg is CFG:  # and the result is responsibility_maps'
+            np.testing.assert_array_equal(search.maps_of(merged, clips, (257,)).maps, loudest.maps)
+    with pytest.raises(ValueError, match="draws must be"):
+        search.walk(band_mlp, LOUDEST, clips, draws[0], config=CFG)
+
+
 def test_sharded_search_keeps_each_fft_on_its_device():
     if len(jax.devices()) < 4:
         pytest.skip("needs 4 devices (tests/conftest.py forces 4 host CPU devices)")
@@ -238,6 +302,15 @@ def test_sharded_search_keeps_each_fft_on_its_device():
     four = responsibility_maps(band_mlp, LOUDEST, loudest_clip(), config=cfg, key=KEY, mesh=mesh)
     np.testing.assert_array_equal(four.maps, one.maps)
     np.testing.assert_array_equal(four.queries, one.queries)
+    # the whole compiled search: per device, one refinement's 5 syntheses and its 14 mutants' FFTs
+    # in the model; what crosses devices is labels and confidences (4 devices x 14), no waveform
+    run = jax.jit(lambda x: responsibility_maps(band_mlp, LOUDEST, x, config=cfg, key=KEY, mesh=mesh))
+    clip = jnp.asarray(loudest_clip())
+    hlo = run.lower(clip).compile().as_text()
+    assert f"f32[5,{T}]{{1,0}} fft(" in hlo and f"c64[14,{T // 2 + 1}]{{1,0}} fft(" in hlo
+    gathers = [line.split("=")[1].split()[0] for line in hlo.splitlines() if "all-gather(" in line]
+    assert gathers and set(gathers) <= {"s32[56]{0}", "f32[56]{0}", "s32[56,1]{1,0}", "f32[56,1]{1,0}"}, gathers
+    _same_search(run(clip), one)
     # each device transforms its own 8 rows; nothing as large as a waveform batch is gathered
     x = jnp.ones((32, T), jnp.float32)
     f = jax.jit(lambda x: evaluate.on_shards(lambda x: jnp.abs(jnp.fft.rfft(x)), mesh, "cand", (), (x,)))
