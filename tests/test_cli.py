@@ -13,7 +13,7 @@ import soundfile as sf
 import jsuff
 from jsuff.app import study as study_mod
 from jsuff.app.cli import build_parser, main
-from jsuff.app.study import Progress
+from jsuff.app.progress import Progress
 from jsuff.app.versions import software_versions
 from jsuff.models import InputPolicy, build_model, save_model
 from jsuff.search import SearchConfig
@@ -206,9 +206,9 @@ def test_study_quiet_flag_reaches_the_study(monkeypatch, tmp_path, flags, quiet)
 
 
 def test_duration_format():
-    from jsuff.app.study import _duration
+    from jsuff.app.progress import format_duration
 
-    assert [_duration(s) for s in (0.4, 59.6, 61, 3599, 3600, 7384)] == ["0s", "1m00s", "1m01s", "59m59s", "1h00m", "2h03m"]
+    assert [format_duration(s) for s in (0.4, 59.6, 61, 3599, 3600, 7384)] == ["0s", "1m00s", "1m01s", "59m59s", "1h00m", "2h03m"]
 
 
 def test_docstring_examples():

@@ -17,7 +17,7 @@ from jsuff import evaluate
 from jsuff.audio import AudioError
 from jsuff.domains import RFFT
 from jsuff.models import Model
-from jsuff.app.study import predict_logits
+from jsuff.app.devices import predict_logits
 from tests.helpers.toys import band_mlp, compilations, LOUDEST, loudest_clip
 
 X = np.random.default_rng(0).standard_normal((10, 16)).astype(np.float32)

@@ -481,7 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     from jsuff.models.base import ModelError
 
-    from jsuff.app.study import StudyError
+    from jsuff.app.config import StudyError
 
     from jsuff._files import WriteError
 
