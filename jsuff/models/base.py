@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib
 import json
 import os
 import secrets
@@ -225,6 +226,29 @@ class Architecture:
 
 _REGISTRY: dict[str, Architecture] = {}
 
+#: Every architecture jsuff ships, and the family module under ``jsuff.models`` that registers it
+#: (its :attr:`Architecture.family`). :func:`get_architecture` imports only the module it needs, so
+#: loading one model does not import every family. A new family adds its names here
+#: (``tests/test_models_base.py`` checks this table against the family modules).
+ARCHITECTURE_MODULES: dict[str, str] = {
+    "aasist": "aasist",
+    "ast": "ast",
+    "bandpower": "toy",
+    "crepe": "crepe",
+    "data2vec_audio": "data2vec_audio",
+    "hubert": "wav2vec2",
+    "javad": "javad",
+    "melcnn": "melcnn",
+    "musicnn": "musicnn",
+    "musicnn_vgg": "musicnn",
+    "pulsevad": "pulsevad",
+    "rawnet2": "rawnet2",
+    "silero_vad": "silero",
+    "wav2vec2": "wav2vec2",
+    "wavlm": "wavlm",
+    "whisper": "whisper",
+}
+
 
 def register(arch: Architecture) -> Architecture:
     """Add an architecture to the registry (family modules call this at import time)."""
@@ -235,19 +259,25 @@ def register(arch: Architecture) -> Architecture:
 
 
 def architectures() -> dict[str, Architecture]:
-    """All registered architectures by name."""
-    import jsuff.models  # noqa: F401  (imports every family so they register)
-
+    """All architectures by name: every family of :data:`ARCHITECTURE_MODULES` (imported here)
+    and any other registered one."""
+    for module in sorted(set(ARCHITECTURE_MODULES.values())):
+        importlib.import_module(f"jsuff.models.{module}")
     return dict(sorted(_REGISTRY.items()))
 
 
 def get_architecture(name: str) -> Architecture:
-    archs = architectures()
-    if name not in archs:
-        raise UnknownArchitectureError(
-            f"unknown architecture {name!r}; supported: {', '.join(archs) or '(none)'}"
-        )
-    return archs[name]
+    """The architecture ``name``, importing its family module on first use.
+
+    Raises:
+        UnknownArchitectureError: no such architecture; the message lists the supported ones.
+    """
+    if name not in _REGISTRY and name in ARCHITECTURE_MODULES:
+        importlib.import_module(f"jsuff.models.{ARCHITECTURE_MODULES[name]}")
+    if name not in _REGISTRY:
+        supported = sorted(set(ARCHITECTURE_MODULES) | set(_REGISTRY))
+        raise UnknownArchitectureError(f"unknown architecture {name!r}; supported: {', '.join(supported)}")
+    return _REGISTRY[name]
 
 
 def abstract_state(arch: str, config: Mapping[str, Any]) -> nnx.State:
