@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh
 
-from jsuff import AudioError, ExtractConfig, Explanation, SearchConfig, Time, explain, explain_many, load_audio
+from jsuff import ExtractConfig, Explanation, SearchConfig, Time, explain, explain_many, load_audio
+from jsuff.audio import AudioError
 from tests.helpers.toys import (
     BOTH,
     CFG,

@@ -91,3 +91,31 @@ def test_nobody_imports_a_name_its_jsuff_module_does_not_export():
                     if exported is None or alias.name not in exported:
                         wrong.append(f"{path.relative_to(ROOT)}: from {node.module} import {alias.name}")
     assert not wrong, "\n".join(wrong)
+
+
+_IMPORT_CHECK = """
+import json, sys
+import jsuff
+loaded = sorted({m.split(".")[0] for m in sys.modules} & {"pandas", "flax", "matplotlib", "pydantic", "torch"})
+jsuff_loaded = sorted(m for m in sys.modules if m.startswith(("jsuff.models", "jsuff.app", "jsuff.transfer", "jsuff.info")))
+values = {name: type(getattr(jsuff, name)).__name__ for name in jsuff.__all__}
+print(json.dumps({"loaded": loaded, "jsuff": jsuff_loaded, "values": values,
+                  "explain": jsuff.explain.__module__, "transfer": jsuff.transfer.__name__}))
+"""
+
+
+def test_import_jsuff_is_light_and_every_public_name_resolves():
+    """``import jsuff`` loads neither pandas nor Flax nor any model family or the application (they
+    load on first use); every name of the small public API resolves. (The time it takes is measured
+    by benchmarks/import_time.py, not here.)"""
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _IMPORT_CHECK], capture_output=True, text=True, timeout=300,
+                          cwd=ROOT, check=True)
+    got = json.loads(done.stdout.splitlines()[-1])
+    assert got["loaded"] == [] and got["jsuff"] == []
+    assert len(got["values"]) <= 16 and "responsibility_loop" not in got["values"]
+    assert got["values"]["explain"] == "function" and got["explain"] == "jsuff.explain"
+    assert got["values"]["Model"] == "type" and got["transfer"] == "jsuff.transfer"
