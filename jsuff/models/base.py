@@ -48,6 +48,38 @@ from flax import nnx
 
 from jsuff.evaluate import predict
 
+__all__ = [
+    "ARCHITECTURE_MODULES",
+    "CROP_MODES",
+    "FORMAT_VERSION",
+    "MODEL_JSON",
+    "PAD_MODES",
+    "PARAMS_DIR",
+    "abstract_state",
+    "ApplyFn",
+    "Architecture",
+    "architectures",
+    "build_model",
+    "check_finite",
+    "check_labels",
+    "check_params",
+    "expected_shapes",
+    "fit_length",
+    "flatten",
+    "get_architecture",
+    "InputPolicy",
+    "load_model",
+    "Model",
+    "ModelError",
+    "num_outputs",
+    "Params",
+    "register",
+    "save_model",
+    "sha256_file",
+    "unflatten_like",
+    "UnknownArchitectureError",
+]
+
 Params = Any
 ApplyFn = Callable[[Params, jax.Array], jax.Array]
 

@@ -436,9 +436,9 @@ def check_custom_head(base_name: str, base, config, folder: Path, architectures,
 def check_detected_and_listed(conv, folder: Path, elsewhere: Path, capsys, arch: str, words: str) -> None:
     """The converter module ``conv`` recognises ``folder`` (and not ``elsewhere``), and
     ``jsuff models`` lists ``arch`` as convertible, its description naming ``words``."""
-    from jsuff.cli import main
+    from jsuff.app.cli import main
 
     assert conv.detect(folder) and not conv.detect(elsewhere)
     assert main(["models"]) == 0
     line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith(f"{arch} "))
-    assert "convert" in line and words in line
+    assert line.split()[1] == "yes" and words in line  # the `convert` column
