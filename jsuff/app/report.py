@@ -25,7 +25,7 @@ string on the pages (task, model and class names, file names, paths, failure rea
 for its HTML context by the templates' autoescape; every file is written atomically.
 
 Example:
-    >>> write_report("runs/genre")     # doctest: +SKIP
+    >>> write_report("runs/genre")     # needs a finished study folder  # doctest: +SKIP
     PosixPath('runs/genre/report/index.html')
 """
 
