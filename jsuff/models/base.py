@@ -585,6 +585,25 @@ def _restore(ckpt: Any, params_dir: Path, target: dict, renamed: Sequence[tuple[
     return ckpt.restore(params_dir, target)
 
 
+def _checkpointer(ocp: Any) -> Any:
+    """orbax's checkpointer for reading a model directory in this process alone. Under
+    ``jax.distributed`` (a study shared by several processes) orbax would otherwise make every
+    process take part in each restore; here each process loads its models on its own."""
+    if jax.process_count() == 1:
+        return ocp.StandardCheckpointer()
+    only_me = ocp.options.MultiprocessingOptions(primary_host=None, active_processes={jax.process_index()})
+    return ocp.StandardCheckpointer(multiprocessing_options=only_me)
+
+
+def _this_process(target: dict) -> dict:
+    """``target`` placed on this process's first device when there are several processes (the
+    saved single-device sharding names a device another process may own)."""
+    if jax.process_count() == 1:
+        return target
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), target)
+
+
 def _read_meta(root: Path) -> dict[str, Any]:
     """``model.json`` of ``root``, with every field's type checked (the file is user input)."""
     meta_path = root / MODEL_JSON
@@ -665,8 +684,8 @@ def load_model(path: str | os.PathLike) -> Model:
             stacklevel=2,
         )
     try:
-        ckpt = ocp.StandardCheckpointer()
-        restored = _restore(ckpt, root / PARAMS_DIR, nnx.to_pure_dict(state), spec.renamed)
+        ckpt = _checkpointer(ocp)
+        restored = _restore(ckpt, root / PARAMS_DIR, _this_process(nnx.to_pure_dict(state)), spec.renamed)
         ckpt.close()
     except ModelError:
         raise
