@@ -193,8 +193,8 @@ def test_study_quiet_flag_reaches_the_study(monkeypatch, tmp_path, flags, quiet)
     class Stop(Exception):
         pass
 
-    def fake_run(cfg, out, *, resume, quiet):
-        seen["quiet"] = quiet
+    def fake_run(cfg, out, *, resume, quiet, processes):
+        seen["quiet"], seen["processes"] = quiet, processes
         raise Stop
 
     monkeypatch.setattr(study_mod, "run_study", fake_run)
@@ -203,6 +203,7 @@ def test_study_quiet_flag_reaches_the_study(monkeypatch, tmp_path, flags, quiet)
     with pytest.raises(Stop):
         main(["study", str(toml), "--out", str(tmp_path / "o"), *flags])
     assert seen["quiet"] is quiet
+    assert seen["processes"].count == 1  # a plain run joins no cluster
 
 
 def test_duration_format():

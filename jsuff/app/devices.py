@@ -21,8 +21,9 @@ __all__ = ["make_mesh", "predict_logits"]
 
 
 def make_mesh(devices: int | None = None) -> jax.sharding.Mesh | None:
-    """A 1-D mesh over the first ``devices`` visible devices (``None``: all); no mesh for one."""
-    devs = jax.devices()
+    """A 1-D mesh over the first ``devices`` of this process's devices (``None``: all); no mesh for
+    one. (With several processes, each one's mesh holds its own devices: its units run there.)"""
+    devs = jax.local_devices()
     if devices is not None:
         if devices < 1 or devices > len(devs):
             raise StudyError(f"devices must be between 1 and {len(devs)}, got {devices}")

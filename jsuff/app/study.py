@@ -56,6 +56,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
@@ -92,6 +93,7 @@ from jsuff.app.data import (
     unknown_classes,
 )
 from jsuff.app.devices import make_mesh, predict_logits
+from jsuff.app.distributed import SINGLE, Processes, check_shared_folder, new_run_id
 from jsuff.app.progress import Progress, log
 from jsuff.app.store import (
     StudyArrays,
@@ -150,6 +152,7 @@ def run_study(
     *,
     resume: bool = False,
     quiet: bool | None = None,
+    processes: Processes = SINGLE,
 ) -> StudyArrays:
     """Run (or continue) a study; returns its arrays. The tables are under ``out/tables``.
 
@@ -158,12 +161,18 @@ def run_study(
     never mixed with someone else's files. The directory is locked while the study runs (a second
     run on it fails at once, naming the process that holds it).
 
+    Several processes run one study together when each calls this with the same config and output
+    folder and its own ``processes`` (:func:`jsuff.app.distributed.connect`): the units of every step
+    are shared out between them, process 0 holds the lock, reads the data and computes the tables,
+    and every process returns the same arrays, equal to a single process's.
+
     Raises:
         StudyError: a bad config, a model that fails to load, an unusable data set, an output
             directory from another config or with foreign files, data that changed under a
             resumed study, or a locked directory (all before any work starts); a file that cannot
             be written (disk full, read-only) or a damaged unit file, naming it (what was done
-            before is kept, and ``--resume`` continues).
+            before is kept, and ``--resume`` continues). With several processes, every process
+            raises when one of them fails.
     """
     if out is None and cfg.out is None:
         raise StudyError("no output directory: pass --out or set 'out' in the config")
@@ -171,25 +180,39 @@ def run_study(
     t0 = time.perf_counter()
 
     # Everything that can fail on input is checked before any work is done.
-    cfg = validate_config(cfg)
-    models = []
-    for spec in cfg.models:
-        try:
-            models.append(load_model(spec.path))
-        except ModelError as e:
-            raise StudyError(f"model {spec.name!r} ({spec.path}) failed to load: {e}") from None
-    names = [s.name for s in cfg.models]
-    slugs = model_slugs(names)
-    label_names, maps = _label_maps(models, names)
-    domain = get_domain(cfg.domain, **dict(cfg.domain_options))
-    if out_dir.exists() and not out_dir.is_dir():
-        raise StudyError(f"--out {out_dir} is a file, not a directory")
-    if out_dir.is_dir():
-        _check_out_dir(out_dir, cfg, resume)  # a refused folder gets not even a lock file
+    with processes.step("checks"):
+        cfg = validate_config(cfg)
+        models = []
+        for spec in cfg.models:
+            try:
+                models.append(load_model(spec.path))
+            except ModelError as e:
+                raise StudyError(f"model {spec.name!r} ({spec.path}) failed to load: {e}") from None
+        names = [s.name for s in cfg.models]
+        slugs = model_slugs(names)
+        label_names, maps = _label_maps(models, names)
+        domain = get_domain(cfg.domain, **dict(cfg.domain_options))
+        if out_dir.exists() and not out_dir.is_dir():
+            raise StudyError(f"--out {out_dir} is a file, not a directory")
+        if processes.leader and out_dir.is_dir():
+            _check_out_dir(out_dir, cfg, resume)  # a refused folder gets not even a lock file
     try:
-        with folder_lock(out_dir, "jsuff study"):
-            _check_out_dir(out_dir, cfg, resume)  # again: it may have changed before the lock
-            return _run_steps(cfg, out_dir, models, names, slugs, label_names, maps, domain, quiet, t0)
+        with contextlib.ExitStack() as held:
+            run = new_run_id() if processes.leader else ""
+            with processes.step("lock"):
+                if processes.leader:  # process 0 holds the lock for the run; it names the run
+                    note = {"run": run, "processes": processes.count} if processes.count > 1 else None
+                    held.enter_context(folder_lock(out_dir, "jsuff study", note=note))
+                    _check_out_dir(out_dir, cfg, resume)  # again: it may have changed before the lock
+            if processes.count > 1:
+                run, config = processes.broadcast(f"{run} {fingerprint(cfg)}").split()
+                with processes.step("shared folder"):
+                    if not processes.leader:
+                        check_shared_folder(out_dir, run, processes)
+                        if config != fingerprint(cfg):
+                            raise StudyError(f"process {processes.index} was given another study config than process 0 "
+                                             "(its fingerprint differs): start every process with the same config")
+            return _run_steps(cfg, out_dir, models, names, slugs, label_names, maps, domain, quiet, t0, processes)
     except FolderLockedError as e:
         raise StudyError(str(e)) from None
     except WriteError as e:
@@ -282,127 +305,153 @@ def _check_grid(models: Sequence[Model], names: Sequence[str], domain: Any, cfg:
             )
 
 
-def _run_steps(cfg, out_dir, models, names, slugs, label_names, maps, domain, quiet, t0) -> StudyArrays:
-    """Steps 1-5 of :func:`run_study`, in a checked, locked output directory."""
-    record = {
-        "fingerprint": fingerprint(cfg),
-        "config": config_to_json(cfg),
-        # what the report needs without the model folders (which may have moved since)
-        "models": [
-            {"name": nm, "slug": slugs[nm], "path": spec.path, "sample_rate": int(m.sample_rate)}
-            for nm, spec, m in zip(names, cfg.models, models, strict=True)
-        ],
-    }
-    write_text(out_dir / "study.json", json.dumps(record, indent=2) + "\n")
+def _run_steps(cfg, out_dir, models, names, slugs, label_names, maps, domain, quiet, t0, processes) -> StudyArrays:
+    """Steps 1-5 of :func:`run_study`, in a checked, locked output directory. Each process does its
+    share of the units of steps 2-4; the leader reads the data (1) and computes the tables (5)."""
     mesh = make_mesh(cfg.devices)
+    lead_quiet = quiet if processes.leader else True  # the other processes report their progress only
 
     # 1. data
-    clips, paths, item_labels = _load_data(out_dir, cfg, models, names, quiet)
+    with processes.step("data"):
+        if processes.leader:
+            record = {
+                "fingerprint": fingerprint(cfg),
+                "config": config_to_json(cfg),
+                # what the report needs without the model folders (which may have moved since)
+                "models": [
+                    {"name": nm, "slug": slugs[nm], "path": spec.path, "sample_rate": int(m.sample_rate)}
+                    for nm, spec, m in zip(names, cfg.models, models, strict=True)
+                ],
+            }
+            write_text(out_dir / "study.json", json.dumps(record, indent=2) + "\n")
+            clips, paths, item_labels = _load_data(out_dir, cfg, models, names, quiet)
+    with processes.step("clips"):
+        if not processes.leader:  # the clips as process 0 stored them (the data need not be on this host)
+            z = load_npz(out_dir / "data" / "clips.npz", ("waveforms", "paths", "labels"))
+            clips, paths, item_labels = z["waveforms"], [str(p) for p in z["paths"]], [str(s) for s in z["labels"]]
+        _check_grid(models, names, domain, cfg, clips.shape[1])
     n = clips.shape[0]
-    _check_grid(models, names, domain, cfg, clips.shape[1])
     true = np.asarray([label_names.index(lbl) if lbl in label_names else -1 for lbl in item_labels], np.int32)
     unknown = unknown_classes(item_labels, label_names)
     if unknown:
-        log(quiet, f"{sum(unknown.values())} clip(s) have a class no model has ("
-             + ", ".join(f"{c!r}: {k}" for c, k in unknown.items())
-             + "): they get no true label and are left out of the tables, which use clips of known classes")
+        log(lead_quiet, f"{sum(unknown.values())} clip(s) have a class no model has ("
+            + ", ".join(f"{c!r}: {k}" for c, k in unknown.items())
+            + "): they get no true label and are left out of the tables, which use clips of known classes")
     sr = cfg.data.sample_rate
-    log(quiet, f"study {cfg.task!r}: {len(models)} models x {n} clips -> {out_dir}")
+    log(lead_quiet, f"study {cfg.task!r}: {len(models)} models x {n} clips -> {out_dir}"
+        + (f" ({processes.count} processes)" if processes.count > 1 else ""))
 
-    # 2. baselines: originals and the empty signal
-    original = np.zeros((len(models), n), np.int32)
-    empty = np.zeros(len(models), np.int32)
-    for mi, (model, name) in enumerate(zip(models, names, strict=True)):
-        path = out_dir / "models" / slugs[name] / "original.npz"
-        if not path.exists():
-            xs = np.stack([to_model_rate(c, sr, model) for c in clips])
-            logits = predict_logits(model, xs, batch=cfg.predict_batch, mesh=mesh)
-            empty_wave = np.asarray(domain.synthesize(domain.analyze(jnp.asarray(xs[0])), jnp.zeros(domain.grid_shape(xs.shape[1]), bool)))
-            empty_logits = predict_logits(model, empty_wave[None].astype(np.float32), batch=1)
-            save_npz(path, logits=logits, empty_logits=empty_logits[0])
-        z = load_npz(path, ("logits", "empty_logits"))
-        c = model.num_classes
-        original[mi] = maps[mi][check_shape(path, "logits", z["logits"], (n, c)).argmax(-1)]
-        empty[mi] = maps[mi][int(check_shape(path, "empty_logits", z["empty_logits"], (c,)).argmax())]
+    # 2. baselines: originals and the empty signal, one unit per model
+    with processes.step("baselines"):
+        for mi in processes.share(range(len(models))):
+            model = models[mi]
+            path = out_dir / "models" / slugs[names[mi]] / "original.npz"
+            if not path.exists():
+                xs = np.stack([to_model_rate(c, sr, model) for c in clips])
+                logits = predict_logits(model, xs, batch=cfg.predict_batch, mesh=mesh)
+                empty_wave = np.asarray(domain.synthesize(domain.analyze(jnp.asarray(xs[0])), jnp.zeros(domain.grid_shape(xs.shape[1]), bool)))
+                empty_logits = predict_logits(model, empty_wave[None].astype(np.float32), batch=1)
+                save_npz(path, logits=logits, empty_logits=empty_logits[0])
 
-    # 3. explanations, batched across clips, one file per batch
+    # 3. explanations, batched across clips, one file (one unit) per model and batch
     bsz = cfg.clips_per_batch
     n_batches = -(-n // bsz)
+    units = [(mi, b) for mi in range(len(models)) for b in range(n_batches)]
     todo = [
         (mi, b)
-        for mi in range(len(models))
-        for b in range(n_batches)
+        for mi, b in processes.share(units)
         if not (out_dir / "models" / slugs[names[mi]] / "explain" / f"batch_{b:05d}.npz").exists()
     ]
-    bar = Progress(sum(min(n, (b + 1) * bsz) - b * bsz for _, b in todo), "explaining", quiet)
+    where = f" (process {processes.index}/{processes.count})" if processes.count > 1 else ""
     t_explain = time.perf_counter()
-    for mi, b in todo:
-        model = models[mi]
-        idx = np.arange(b * bsz, min(n, (b + 1) * bsz))
-        xs = np.stack([to_model_rate(clips[i], sr, model) for i in idx])
-        exps = explain_many(
-            model.apply,
-            model.params,
-            jnp.asarray(xs),
-            domain=domain,
-            config=cfg.search,
-            extract=cfg.extract,
-            keys=_clip_keys(cfg.seed, mi, idx),
-            mesh=mesh,
-        )
-        save_npz(out_dir / "models" / slugs[names[mi]] / "explain" / f"batch_{b:05d}.npz", **pack_explanations(exps, idx))
-        bar.update(len(idx))
-    bar.close()
+    with processes.step("explanations"):
+        bar = Progress(sum(min(n, (b + 1) * bsz) - b * bsz for _, b in todo), "explaining" + where, quiet)
+        for mi, b in todo:
+            model = models[mi]
+            idx = np.arange(b * bsz, min(n, (b + 1) * bsz))
+            xs = np.stack([to_model_rate(clips[i], sr, model) for i in idx])
+            exps = explain_many(
+                model.apply,
+                model.params,
+                jnp.asarray(xs),
+                domain=domain,
+                config=cfg.search,
+                extract=cfg.extract,
+                keys=_clip_keys(cfg.seed, mi, idx),
+                mesh=mesh,
+            )
+            save_npz(out_dir / "models" / slugs[names[mi]] / "explain" / f"batch_{b:05d}.npz", **pack_explanations(exps, idx))
+            bar.update(len(idx))
+        bar.close()
     explain_seconds = time.perf_counter() - t_explain
 
-    per_model = [unpack_model(out_dir / "models" / slugs[nm] / "explain", n) for nm in names]
+    explained: dict[int, dict[str, np.ndarray]] = {}
 
-    # 4. transfer labels: every model on every model's sufficient signals
-    labels = np.zeros((len(models), len(models), n), np.int32)
-    for fi, f in enumerate(models):
-        path = out_dir / "transfer" / f"{slugs[names[fi]]}.npz"
-        if not path.exists():
-            suff = per_model[fi]["sufficient"]
-            row = np.zeros((len(models), n), np.int32)
-            for gi, g in enumerate(models):
-                xs = np.stack([to_model_rate(s, f.sample_rate, g) for s in suff])
-                row[gi] = maps[gi][predict_logits(g, xs, batch=cfg.predict_batch, mesh=mesh).argmax(-1)]
-            save_npz(path, labels=row)
-        labels[fi] = check_shape(path, "labels", load_npz(path, ("labels",))["labels"], (len(models), n))
+    def explanations(fi: int) -> dict[str, np.ndarray]:  # a model's explanation units, read once
+        if fi not in explained:
+            explained[fi] = unpack_model(out_dir / "models" / slugs[names[fi]] / "explain", n)
+        return explained[fi]
 
-    arrays = StudyArrays(
-        model_names=tuple(names),
-        label_names=label_names,
-        paths=tuple(paths),
-        true=true,
-        original=original,
-        empty=empty,
-        labels=labels,
-        valid=np.stack([pm["verified"] for pm in per_model]),
-        size_fraction=np.stack([pm["size_fraction"] for pm in per_model]),
-        energy_fraction=np.stack([pm["energy_fraction"] for pm in per_model]),
-        queries=np.stack([pm["queries"] for pm in per_model]),
-        trivial=np.stack([pm["empty_is_target"] for pm in per_model]),
-    )
-    save_npz_if_changed(
-        out_dir / "arrays.npz", **{k: np.asarray(v) for k, v in dataclasses.asdict(arrays).items()}
-    )
+    # 4. transfer labels: every model on every model's sufficient signals, one unit per source
+    with processes.step("transfer labels"):
+        for fi in processes.share(range(len(models))):
+            f = models[fi]
+            path = out_dir / "transfer" / f"{slugs[names[fi]]}.npz"
+            if not path.exists():
+                suff = explanations(fi)["sufficient"]
+                row = np.zeros((len(models), n), np.int32)
+                for gi, g in enumerate(models):
+                    xs = np.stack([to_model_rate(s, f.sample_rate, g) for s in suff])
+                    row[gi] = maps[gi][predict_logits(g, xs, batch=cfg.predict_batch, mesh=mesh).argmax(-1)]
+                save_npz(path, labels=row)
 
-    # 5. statistics
-    write_tables(arrays, out_dir / "tables", cfg)
-    summary = {
-        "task": cfg.task,
-        "models": list(names),
-        "clips": int(n),
-        "failed_files": _count_failures(out_dir),
-        "unknown_class_clips": unknown,
-        "explain_seconds_this_run": round(explain_seconds, 2),
-        "total_seconds_this_run": round(time.perf_counter() - t0, 2),
-        "devices": 1 if mesh is None else int(mesh.devices.size),
-        "versions": software_versions(),
-    }
-    write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-    return arrays
+    # 5. the arrays and the statistics (process 0)
+    with processes.step("tables"):
+        if processes.leader:
+            original = np.zeros((len(models), n), np.int32)
+            empty = np.zeros(len(models), np.int32)
+            labels = np.zeros((len(models), len(models), n), np.int32)
+            for mi, model in enumerate(models):
+                path = out_dir / "models" / slugs[names[mi]] / "original.npz"
+                z = load_npz(path, ("logits", "empty_logits"))
+                c = model.num_classes
+                original[mi] = maps[mi][check_shape(path, "logits", z["logits"], (n, c)).argmax(-1)]
+                empty[mi] = maps[mi][int(check_shape(path, "empty_logits", z["empty_logits"], (c,)).argmax())]
+                path = out_dir / "transfer" / f"{slugs[names[mi]]}.npz"
+                labels[mi] = check_shape(path, "labels", load_npz(path, ("labels",))["labels"], (len(models), n))
+            per_model = [explanations(fi) for fi in range(len(models))]
+            arrays = StudyArrays(
+                model_names=tuple(names),
+                label_names=label_names,
+                paths=tuple(paths),
+                true=true,
+                original=original,
+                empty=empty,
+                labels=labels,
+                valid=np.stack([pm["verified"] for pm in per_model]),
+                size_fraction=np.stack([pm["size_fraction"] for pm in per_model]),
+                energy_fraction=np.stack([pm["energy_fraction"] for pm in per_model]),
+                queries=np.stack([pm["queries"] for pm in per_model]),
+                trivial=np.stack([pm["empty_is_target"] for pm in per_model]),
+            )
+            save_npz_if_changed(
+                out_dir / "arrays.npz", **{k: np.asarray(v) for k, v in dataclasses.asdict(arrays).items()}
+            )
+            write_tables(arrays, out_dir / "tables", cfg)
+            summary = {
+                "task": cfg.task,
+                "models": list(names),
+                "clips": int(n),
+                "failed_files": _count_failures(out_dir),
+                "unknown_class_clips": unknown,
+                "explain_seconds_this_run": round(explain_seconds, 2),
+                "total_seconds_this_run": round(time.perf_counter() - t0, 2),
+                "devices": 1 if mesh is None else int(mesh.devices.size),
+                "processes": processes.count,
+                "versions": software_versions(),
+            }
+            write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return arrays if processes.leader else load_arrays(out_dir)
 
 
 def _count_failures(out_dir: Path) -> int:
