@@ -94,12 +94,8 @@ class Processes:
             ) from None
 
     def broadcast(self, text: str) -> str:
-        """The leader's ``text``, on every process; a collective."""
+        """The leader's ``text``, on every process (a barrier too)."""
         return self.gather(text)[0]
-
-    def barrier(self) -> None:
-        """Wait until every process is here."""
-        self.gather("")
 
     @contextlib.contextmanager
     def step(self, name: str) -> Iterator[None]:
@@ -168,7 +164,7 @@ def connect(coordinator: str | None = None, num_processes: int | None = None, pr
     except (RuntimeError, ValueError) as e:
         where = coordinator or "the cluster environment (nothing was detected)"
         raise StudyError(
-            f"cannot join the study's processes through {where}: {e}. Start every process with the same "
+            f"cannot join the study's processes through {where}: {str(e).rstrip('.')}. Start every process with the same "
             "--coordinator HOST:PORT (process 0's host) and --num-processes N, each with its own --process-id, "
             "or run under SLURM, Open MPI or on a TPU pod slice with --distributed."
         ) from None
