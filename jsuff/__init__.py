@@ -8,9 +8,11 @@ family when it is first needed) and the submodules load on first use (PEP 562).
 
 Example:
     >>> import jsuff
-    >>> jsuff.explain, jsuff.RFFT().name
-    (<function explain at ...>, 'rfft')
-    >>> jsuff.transfer.INTERVALS is jsuff.transfer_analysis.__globals__["INTERVALS"]
+    >>> jsuff.explain                  # the function (its module is jsuff.explain too)
+    <function explain at ...>
+    >>> jsuff.RFFT().grid_shape(16000)
+    (8001,)
+    >>> jsuff.transfer.flat_earthers is jsuff.flat_earthers   # a module and a name, loaded on first use
     True
 """
 
