@@ -77,7 +77,8 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
     rss_before = C.max_rss_mib()
 
     def explain() -> Any:
-        return explain_many(apply_fn, params, clips, domain=domain, config=config, extract=ext, key=key, mesh=mesh)
+        return explain_many(apply_fn, params, clips, domain=domain, config=config, extract=ext, key=key, mesh=mesh,
+                            quiet=True)
 
     first_s, _ = C.timed(explain)
     explain_s, exps = C.timed(explain)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 # `explain` is also the name of its module: importing the module binds `jsuff.explain` to it, so the
 # function is bound here, eagerly, after that import (the explanation path is light: JAX, no pandas).
 from jsuff.audio import load_audio
+from jsuff.cost import CostWarning, estimate_cost
 from jsuff.domains import RFFT, STFT, Time
 from jsuff.explain import Explanation, explain, explain_many
 from jsuff.extract import ExtractConfig
@@ -39,12 +40,14 @@ __version__ = "0.1.0"
 __all__ = [
     "RFFT",
     "STFT",
+    "CostWarning",
     "Explanation",
     "ExtractConfig",
     "Model",
     "SearchConfig",
     "Time",
     "classification_metrics",
+    "estimate_cost",
     "explain",
     "explain_many",
     "flat_earthers",
@@ -64,8 +67,8 @@ _LAZY = {
     "pairwise_information": "jsuff.info",
     "classification_metrics": "jsuff.info",
 }
-_SUBMODULES = ("app", "audio", "domains", "evaluate", "extract", "info", "intervals", "labels", "models",
-               "search", "transfer")
+_SUBMODULES = ("app", "audio", "cost", "domains", "evaluate", "extract", "info", "intervals", "labels", "models",
+               "progress", "search", "transfer")
 
 
 def __getattr__(name: str) -> Any:

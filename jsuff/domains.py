@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["DOMAINS", "FILLS", "RFFT", "STFT", "Coefficients", "Domain", "Time", "get_domain"]
+__all__ = ["DOMAINS", "FILLS", "RFFT", "STFT", "Coefficients", "Domain", "Time", "as_domain", "get_domain"]
 
 FILLS = ("zero", "noise", "mean")
 
@@ -317,3 +317,26 @@ def get_domain(name: str, **kwargs: Any) -> Domain:
     if unknown:
         raise ValueError(f"domain {name!r} has no option(s) {unknown}; it takes {sorted(names)}")
     return cls(**kwargs)
+
+
+def as_domain(domain: Domain | str) -> Domain:
+    """``domain`` itself, or the domain of that name with its default settings: what the public
+    functions accept wherever a domain goes (``domain="stft"`` is ``STFT()``).
+
+    Example:
+        >>> as_domain("time")
+        Time(fill='zero', noise_level=0.1, noise_seed=0, segment=1)
+        >>> as_domain(STFT)
+        Traceback (most recent call last):
+        ...
+        TypeError: domain=STFT is the class; pass an instance, STFT(...), or its name 'stft'
+    """
+    if isinstance(domain, Domain):
+        return domain
+    if isinstance(domain, str):
+        return get_domain(domain)
+    if isinstance(domain, type) and issubclass(domain, Domain):
+        raise TypeError(f"domain={domain.__name__} is the class; pass an instance, {domain.__name__}(...), "
+                        f"or its name {domain.name!r}")
+    raise TypeError(f"domain must be a Domain (RFFT(), STFT(...), Time(...)) or one of the names "
+                    f"{', '.join(map(repr, DOMAINS))}; got {type(domain).__name__} {domain!r:.60}")

@@ -19,6 +19,13 @@ evaluate models through this module:
   is never mistaken for a later one that reuses its ``id``) and XLA's executables for it; an entry
   pushed out frees both. Pass the same apply function object to reuse a compilation.
 * :func:`predict`: logits of many waveforms in fixed-size, optionally sharded batches.
+* **Inside your own jitted code** (:func:`candidate_labels`): the labels and confidences of many
+  masked candidates of a clip, traceable, so it composes with ``jax.jit``, ``jax.vmap`` (over
+  clips) and ``lax`` loops; the drivers (``prepare``, the search, the extraction, ``explain``) are
+  host-side and say so when traced (:func:`host_only`).
+* **Calls** (:func:`model_call`): the public drivers take ``f(model, x)`` (a
+  :class:`jsuff.Model` with its own parameters, rate and input policy) or ``f(apply_fn, params,
+  x)``; a mix-up is named. :func:`clip_keys` takes a ``jax.random.key`` or an int seed.
 
 Example:
     >>> import jax.numpy as jnp
@@ -33,6 +40,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import os
 import threading
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -42,8 +50,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jsuff.audio import AudioError, validate_waveform
-from jsuff.domains import Coefficients, Domain
+from jsuff.audio import AudioError, load_audio, validate_waveform
+from jsuff.domains import Coefficients, Domain, as_domain
 
 __all__ = [
     "CACHE_SIZE",
@@ -52,11 +60,21 @@ __all__ = [
     "Clips",
     "ModelJit",
     "analyze_and_predict",
+    "ModelCall",
+    "NOT_GIVEN",
+    "candidate_labels",
     "cast_params",
+    "channel_axis",
+    "check_logits",
     "class_logits",
+    "clip_array",
     "clip_keys",
     "device_batch",
+    "host_only",
+    "is_clip_list",
+    "layout_hint",
     "masked_logits",
+    "model_call",
     "model_jit",
     "model_logits",
     "on_shards",
@@ -149,8 +167,34 @@ def model_jit(static_argnames: tuple[str, ...] = ()) -> Callable[[Callable], Mod
 # ----------------------------------------------------------------------------------------------
 
 
+def check_logits(out: Any) -> jax.Array:
+    """``out`` if the model returned one array; else a ``TypeError`` naming what it returned.
+
+    Example:
+        >>> check_logits((jnp.zeros((1, 2)), jnp.zeros((1, 5, 8))))
+        Traceback (most recent call last):
+        ...
+        TypeError: the model's apply returned a tuple of 2 (shapes (1, 2), (1, 5, 8)); it must return one logits array [B, C]: wrap it, e.g. lambda p, x: apply(p, x)[0]
+    """
+    if hasattr(out, "ndim") and hasattr(out, "shape"):
+        return out
+    if isinstance(out, (tuple, list)):
+        shapes = ", ".join(str(tuple(v.shape)) if hasattr(v, "shape") else type(v).__name__ for v in out)
+        raise TypeError(
+            f"the model's apply returned a {type(out).__name__} of {len(out)} (shapes {shapes}); it must return one "
+            "logits array [B, C]: wrap it, e.g. lambda p, x: apply(p, x)[0]"
+        )
+    if isinstance(out, dict):
+        raise TypeError(
+            f"the model's apply returned a dict with keys {sorted(map(str, out))}; it must return one logits array "
+            "[B, C]: wrap it, e.g. lambda p, x: apply(p, x)['logits']"
+        )
+    raise TypeError(f"the model's apply returned {type(out).__name__}; it must return one logits array [B, C]")
+
+
 def class_logits(logits: jax.Array) -> jax.Array:
     """``[B, C]`` logits with a one-logit binary model read as ``[0, z]`` (class 1 iff z > 0)."""
+    logits = check_logits(logits)
     if logits.ndim != 2:
         raise ValueError(f"the model must return logits [B, C], got shape {logits.shape}")
     if logits.shape[1] == 1:
@@ -217,6 +261,77 @@ def top1_and_confidence(logits: jax.Array, targets: jax.Array) -> tuple[jax.Arra
     probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
     conf = jnp.take_along_axis(probs, targets.astype(jnp.int32)[:, None], axis=1)[:, 0]
     return jnp.argmax(logits, axis=-1).astype(jnp.int32), conf
+
+
+def candidate_labels(
+    apply_fn: ApplyFn,
+    params: Any,
+    domain: Domain | str,
+    coeffs: Coefficients | jax.Array,
+    masks: jax.Array,
+    target: jax.Array | int | None = None,
+    *,
+    batch: int | None = None,
+    compute_dtype: str = "float32",
+) -> tuple[jax.Array, jax.Array]:
+    """Top-1 labels and confidences of K masked candidates of one clip, for your own jitted code.
+
+    Candidate k is ``domain.synthesize(coeffs, masks[k])`` (True = keep); the model classifies it.
+    Traceable: call it inside ``jax.jit``, map it over clips with ``jax.vmap`` (batching
+    ``coeffs``, ``masks`` and ``target``; close over the model), or in a ``lax`` loop. It is what the
+    search and the extraction do per candidate, without their host-side driving.
+
+    Args:
+        apply_fn, params: the model, ``apply(params, waveforms[B, T]) -> logits[B, C]`` (for a
+            :class:`jsuff.Model`: ``model.apply, model.params``).
+        domain: a :class:`jsuff.domains.Domain` or its name (``"rfft"``, ``"stft"``, ``"time"``).
+        coeffs: ``domain.analyze(x)`` of one clip, or the clip ``x[T]`` itself (analysed here).
+        masks: ``[K, *grid]`` bool.
+        target: the label whose softmax confidence is returned (an int or a scalar array);
+            ``None``: each candidate's confidence in its own top-1 label.
+        batch: candidates per model call (``lax.map`` over chunks, the last padded with empty
+            candidates whose results are dropped): memory ``batch x T`` instead of ``K x T``.
+            ``None``: all K in one call.
+        compute_dtype: ``"float32"`` or ``"bfloat16"`` for the model call (:func:`model_logits`).
+
+    Returns:
+        ``labels[K]`` int32 and ``confidence[K]`` float32.
+
+    Example:
+        >>> apply = lambda p, x: jnp.abs(jnp.fft.rfft(x))[:, 3:5] * p  # class 1 iff bin 4 is louder
+        >>> x = jnp.cos(2 * jnp.pi * 4 * jnp.arange(16.0) / 16)
+        >>> masks = jnp.stack([jnp.ones(9, bool), jnp.arange(9) != 4])
+        >>> labels, conf = jax.jit(lambda m: candidate_labels(apply, 1.0, "rfft", x, m, 1))(masks)
+        >>> labels.tolist()  # the whole clip: 1; without bin 4: silence, the first label
+        [1, 0]
+    """
+    from jsuff.models.base import Model
+
+    if isinstance(apply_fn, Model):
+        raise TypeError("candidate_labels takes the model's function and parameters: "
+                        "candidate_labels(model.apply, model.params, domain, coeffs, masks, ...)")
+    domain = as_domain(domain)
+    if not isinstance(coeffs, Coefficients):
+        coeffs = domain.analyze(coeffs)
+    masks = jnp.asarray(masks, bool)
+    k, grid = masks.shape[0], masks.shape[1:]
+
+    def run(m: jax.Array) -> jax.Array:
+        waves = jax.vmap(domain.synthesize, in_axes=(None, 0))(coeffs, m)
+        return model_logits(apply_fn, params, waves, compute_dtype)
+
+    if batch is None or batch >= k:
+        logits = run(masks)
+    else:
+        if batch < 1:
+            raise ValueError(f"batch must be >= 1 or None, got {batch}")
+        padded = jnp.concatenate([masks, jnp.zeros((-k % batch, *grid), bool)])
+        chunks = jax.lax.map(run, padded.reshape(-1, batch, *grid))
+        logits = chunks.reshape(-1, chunks.shape[-1])[:k]
+    if target is None:
+        probs = jax.nn.softmax(logits, axis=-1)
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32), jnp.max(probs, axis=-1)
+    return top1_and_confidence(logits, jnp.broadcast_to(jnp.asarray(target, jnp.int32), (k,)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -292,9 +407,21 @@ def analyze_and_predict(
     return coeffs, class_logits(apply_fn(params, waveforms))
 
 
-def clip_keys(key: jax.Array, n: int) -> jax.Array:
+def clip_keys(key: jax.Array | int, n: int) -> jax.Array:
     """``[n]`` typed PRNG keys, one per clip: ``key`` itself for one clip, ``split(key, n)`` for
-    several, or a given ``[n]`` batch of keys (raw ``uint32`` key data is accepted too)."""
+    several, or a given ``[n]`` batch of keys (raw ``uint32`` key data is accepted too). An int is a
+    seed: ``key=0`` is ``jax.random.key(0)``.
+
+    Example:
+        >>> bool((clip_keys(0, 1) == clip_keys(jax.random.key(0), 1)).all())
+        True
+    """
+    if isinstance(key, bool) or not (isinstance(key, (int, np.integer, np.ndarray, jax.Array, list, tuple))):
+        raise TypeError(f"key must be a jax.random.key(seed) or an int seed; got {type(key).__name__} {key!r:.60}")
+    if isinstance(key, (int, np.integer)) or (
+        np.ndim(key) == 0 and jnp.issubdtype(jnp.result_type(key), jnp.integer)
+    ):
+        return clip_keys(jax.random.key(int(key)), n)
     k = jnp.asarray(key) if not isinstance(key, jax.Array) else key
     if not jnp.issubdtype(k.dtype, jax.dtypes.prng_key):
         k = jax.random.wrap_key_data(k)
@@ -303,6 +430,181 @@ def clip_keys(key: jax.Array, n: int) -> jax.Array:
     if k.shape != (n,):
         raise ValueError(f"expected one key or {n} keys, got key array of shape {k.shape}")
     return k
+
+
+# ----------------------------------------------------------------------------------------------
+# Calls: f(model, x) or f(apply_fn, params, x); host-side drivers
+# ----------------------------------------------------------------------------------------------
+
+
+class _NotGiven:
+    def __repr__(self) -> str:
+        return "NOT_GIVEN"
+
+
+#: The default of a positional argument left out: ``explain(model, x)`` gives two of three.
+NOT_GIVEN: Any = _NotGiven()
+
+
+def host_only(fn: str, *trees: Any) -> None:
+    """Refuse JAX tracers: ``fn`` is a host-side driver (it loops, reads results and decides on
+    the host), so it cannot run under ``jax.jit``, ``jax.vmap`` or ``jax.grad``.
+
+    Example:
+        >>> try:
+        ...     jax.jit(lambda x: host_only("explain", x))(jnp.ones(3))
+        ... except TypeError as e:
+        ...     print(str(e)[:78])
+        explain is a host-side driver (its loops and decisions run in Python on concre
+    """
+    if any(isinstance(leaf, jax.core.Tracer) for t in trees for leaf in jax.tree_util.tree_leaves(t)):
+        raise TypeError(
+            f"{fn} is a host-side driver (its loops and decisions run in Python on concrete arrays) and cannot be "
+            "traced by jax.jit, jax.vmap or jax.grad: call it outside your jitted function; inside one, evaluate "
+            "masked candidates with jsuff.evaluate.candidate_labels, which composes with jit and vmap"
+        )
+
+
+class ModelCall(NamedTuple):
+    """A driver's call resolved (:func:`model_call`): the model function, its parameters, the clips
+    (for a :class:`jsuff.Model`: read, resampled and fitted to its input), and the Model if any."""
+
+    apply_fn: ApplyFn
+    params: Any
+    waveforms: Any
+    model: Any
+
+
+def model_call(fn: str, first: Any, second: Any = NOT_GIVEN, third: Any = NOT_GIVEN, *,
+               sample_rate: int | None = None) -> ModelCall:
+    """Resolve the two forms of a driver's call: ``fn(model, x)`` and ``fn(apply_fn, params, x)``.
+
+    With a :class:`jsuff.Model`, its own parameters are used and the clips are made what the model
+    takes: a file path (or a list of them) is read with :func:`jsuff.audio.load_audio` at the
+    model's rate; an array at ``sample_rate`` (default: the model's) is resampled to it; every clip
+    is fitted to the model's input length (:class:`jsuff.models.InputPolicy`). A list of clips
+    stays a list (its clips may differ in length). With ``apply_fn``, ``x`` is used as given.
+
+    Raises:
+        TypeError: the arguments do not fit either form (a Model given with params, a Model in
+            second place, a Flax module, something that is not a function); the message says
+            which call to write.
+
+    Example:
+        >>> from jsuff.models import Model
+        >>> m = Model.from_function(lambda p, x: x[:, :2] * p, 2.0, sample_rate=8000, labels=("a", "b"))
+        >>> model_call("explain", m, np.ones(4)).params
+        2.0
+        >>> model_call("explain", m, m.params, np.ones(4))
+        Traceback (most recent call last):
+        ...
+        TypeError: explain(model, waveform): a jsuff.Model carries its own parameters, so it takes the waveform second; got a third argument. Call explain(model, x), or explain(model.apply, model.params, x)
+    """
+    from jsuff.models.base import Model  # models import this module: resolved at call time
+
+    if isinstance(first, Model):
+        if third is not NOT_GIVEN:
+            raise TypeError(
+                f"{fn}(model, waveform): a jsuff.Model carries its own parameters, so it takes the waveform second; "
+                f"got a third argument. Call {fn}(model, x), or {fn}(model.apply, model.params, x)"
+            )
+        if second is NOT_GIVEN:
+            raise TypeError(f"{fn}(model, waveform) needs the waveform (an array at the model's rate, or a file path)")
+        return ModelCall(first.apply, first.params, _model_input(first, second, sample_rate), first)
+    if isinstance(second, Model):
+        raise TypeError(f"the second argument of {fn} is a jsuff.Model: pass it first, {fn}(model, x)")
+    if type(first).__module__.startswith("flax"):
+        raise TypeError(
+            f"{fn} got a Flax module ({type(first).__name__}); pass a jsuff.Model (jsuff.Model.from_module(module, "
+            "arch=..., config={}, sample_rate=..., labels=[...])) or a pure apply(params, waveforms) and its params"
+        )
+    if not callable(first):
+        raise TypeError(
+            f"{fn}: the first argument must be a jsuff.Model or a function apply(params, waveforms[B, T]) -> "
+            f"logits[B, C]; got {type(first).__name__}"
+        )
+    if third is NOT_GIVEN:
+        raise TypeError(
+            f"{fn}(apply_fn, params, waveform) needs three arguments, got two: add the waveform, or pass a "
+            f"jsuff.Model first, {fn}(model, waveform), which carries its parameters"
+        )
+    if sample_rate is not None:
+        raise TypeError(
+            f"{fn}: sample_rate= needs a jsuff.Model (an apply function declares no rate): resample the clip "
+            "yourself (jsuff.resample(x, rate, model_rate)) or pass a Model"
+        )
+    return ModelCall(first, second, third, None)
+
+
+def _model_input(model: Any, x: Any, sample_rate: int | None) -> Any:
+    """Clips as ``model`` takes them: files read at its rate, arrays resampled, lengths fitted."""
+    host_only("a jsuff.Model's input", x)
+    if isinstance(x, Clips):  # already prepared
+        return x
+
+    def one(clip: Any) -> np.ndarray:
+        if isinstance(clip, (str, bytes, os.PathLike)):  # read at the model's rate from the file's own
+            return model.prepare(load_audio(os.fsdecode(clip), model.sample_rate)[0])
+        return model.prepare(validate_waveform(clip), sample_rate)
+
+    return [one(c) for c in x] if is_clip_list(x) else one(x)
+
+
+def is_clip_list(x: Any) -> bool:
+    """A list (or tuple) of clips or file paths, not a list of samples.
+
+    Example:
+        >>> is_clip_list(["a.wav", np.ones(3)]), is_clip_list([0.1, 0.2])
+        (True, False)
+    """
+    return isinstance(x, (list, tuple)) and bool(x) and (
+        isinstance(x[0], (str, bytes, os.PathLike)) or not np.isscalar(x[0]))
+
+
+#: Arrays with at most this many entries on one axis and many on the other look like channels.
+_MAX_CHANNELS = 8
+
+
+def channel_axis(shape: tuple[int, ...]) -> str:
+    """``"last"`` or ``"first"`` when a 2-D ``shape`` looks like one multi-channel clip (a few
+    entries on one axis, many on the other), else ``""``."""
+    if len(shape) != 2:
+        return ""
+    a, b = shape
+    if b <= _MAX_CHANNELS and a >= 32 * _MAX_CHANNELS:
+        return "last"
+    if a <= _MAX_CHANNELS and b >= 32 * _MAX_CHANNELS:
+        return "first"
+    return ""
+
+
+def layout_hint(shape: tuple[int, ...]) -> str:
+    """What a 2-D array of ``shape`` likely is, when it looks like a multi-channel clip (``""``
+    otherwise): jsuff explains mono clips.
+
+    Example:
+        >>> layout_hint((8000, 2))
+        'shape (8000, 2), which looks like one 2-channel clip with channels last; jsuff explains mono clips: mix it down, x.mean(axis=-1) (jsuff.load_audio mixes files to mono)'
+    """
+    axis = channel_axis(shape)
+    if axis == "last":
+        return (f"shape {tuple(shape)}, which looks like one {shape[1]}-channel clip with channels last; "
+                "jsuff explains mono clips: mix it down, x.mean(axis=-1) (jsuff.load_audio mixes files to mono)")
+    if axis == "first":
+        return (f"shape {tuple(shape)}, which is {shape[0]} clips (use explain_many) or one {shape[0]}-channel clip "
+                "with channels first (jsuff explains mono clips: mix it down, x.mean(axis=0))")
+    return ""
+
+
+def clip_array(waveforms: Any) -> np.ndarray:
+    """``waveforms`` (``[T]`` or ``[N, T]``) checked (:func:`jsuff.audio.validate_waveform`) as
+    float32, refusing an array that looks like one multi-channel clip with channels last."""
+    name = "waveforms" if np.ndim(waveforms) == 2 else "waveform"
+    x = validate_waveform(waveforms, name=name)
+    if channel_axis(x.shape) == "last":
+        raise AudioError(f"{name} has {layout_hint(x.shape)}; as given it would be {x.shape[0]} clips of "
+                         f"{x.shape[1]} samples")
+    return x
 
 
 class Clips(NamedTuple):
@@ -330,7 +632,7 @@ def prepare(
     params: Any,
     waveforms: Any,
     *,
-    domain: Domain,
+    domain: Domain | str,
     min_box_size: int = 1,
     targets: Any = None,
     allow_silence: bool = True,
@@ -348,8 +650,20 @@ def prepare(
         >>> c.waveforms.shape, c.targets.tolist()
         ((1, 8), [1])
     """
+    host_only("prepare (and the search and explain drivers that call it)", waveforms, params)
+    domain = as_domain(domain)
+    if is_clip_list(waveforms):
+        waveforms = [validate_waveform(w, name=f"waveforms[{i}]") for i, w in enumerate(waveforms)]
+    if is_clip_list(waveforms) and len({w.shape for w in waveforms}) > 1:
+        lengths = ", ".join(str(w.shape[-1]) for w in waveforms[:6])
+        raise AudioError(
+            f"waveforms are {len(waveforms)} clips of different lengths "
+            f"({lengths}{', ...' if len(waveforms) > 6 else ''}): "
+            "these steps take clips of one length; jsuff.explain_many takes a list of any lengths (it groups "
+            "clips of one length), or fit them first (jsuff.models.fit_length)"
+        )
     name = "waveforms" if np.ndim(waveforms) == 2 else "waveform"
-    x = validate_waveform(np.asarray(waveforms), name=name)
+    x = clip_array(waveforms)
     x = x[None] if x.ndim == 1 else x
     cells = int(np.prod(domain.grid_shape(x.shape[1])))
     if cells < min_box_size:
@@ -381,7 +695,7 @@ def prepare(
 
 @model_jit(static_argnames=("mesh", "axis"))
 def _logits(params: Any, waveforms: jax.Array, *, apply_fn: ApplyFn, mesh: Mesh | None, axis: str | None) -> jax.Array:
-    return on_shards(apply_fn, mesh, axis, (params,), (waveforms,))
+    return on_shards(lambda p, x: check_logits(apply_fn(p, x)), mesh, axis, (params,), (waveforms,))
 
 
 def predict(

@@ -55,7 +55,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from jsuff.domains import Coefficients, Domain
+from jsuff.domains import Coefficients, Domain, as_domain
 from jsuff.evaluate import (
     ApplyFn,
     Clips,
@@ -75,6 +75,7 @@ __all__ = [
     "Extraction",
     "Problem",
     "Ranking",
+    "as_extract_config",
     "certify",
     "classify",
     "complete_prefix",
@@ -125,6 +126,21 @@ class ExtractConfig:
     def resolved_chunk_size(self, min_box_size: int = 10) -> int:
         """``chunk_size``, or ``min_box_size`` when it is ``None``."""
         return int(self.chunk_size if self.chunk_size is not None else min_box_size)
+
+
+def as_extract_config(extract: ExtractConfig | str) -> ExtractConfig:
+    """``extract`` itself, or ``ExtractConfig(mode=extract)`` for a mode name (``"contrastive"``).
+
+    Example:
+        >>> as_extract_config("complete").mode
+        'complete'
+    """
+    if isinstance(extract, ExtractConfig):
+        return extract
+    if isinstance(extract, str):
+        return ExtractConfig(mode=extract)
+    raise TypeError(f"extract must be an ExtractConfig or a mode name ({', '.join(MODES)}); "
+                    f"got {type(extract).__name__} {extract!r:.60}")
 
 
 class Ranking(NamedTuple):
@@ -350,9 +366,9 @@ def _drive(
 def describe(
     apply_fn: ApplyFn,
     params: Any,
-    domain: Domain,
+    domain: Domain | str,
     clips: Clips,
-    config: ExtractConfig = ExtractConfig(),
+    config: ExtractConfig | str = ExtractConfig(),
     *,
     max_batch: int = 64,
     mesh: Mesh | None = None,
@@ -365,6 +381,7 @@ def describe(
         The :class:`Problem` (``config.chunk_size`` resolved, ``None`` as 10) and ``[N]`` model
         queries (2 per clip).
     """
+    domain, config = as_domain(domain), as_extract_config(config)
     config = dataclasses.replace(config, chunk_size=config.resolved_chunk_size())
     n = clips.targets.shape[0]
     cells = int(np.prod(domain.grid_shape(clips.coeffs.num_samples)))
@@ -390,9 +407,9 @@ def describe(
 def for_clips(
     apply_fn: ApplyFn,
     params: Any,
-    domain: Domain,
+    domain: Domain | str,
     waveforms: Any,
-    config: ExtractConfig = ExtractConfig(),
+    config: ExtractConfig | str = ExtractConfig(),
     *,
     targets: Any = None,
     max_batch: int = 64,
@@ -402,7 +419,7 @@ def for_clips(
     """Classify ``waveforms`` (``[T]`` or ``[N, T]``; default targets: each clip's top-1) and
     :func:`describe` them: the problem and ``[N]`` queries (3 per clip: the clip, its empty and
     full signals)."""
-    params = replicate(params, mesh)
+    params, domain = replicate(params, mesh), as_domain(domain)
     clips = prepare(apply_fn, params, waveforms, domain=domain, targets=targets)
     problem, queries = describe(apply_fn, params, domain, clips, config, max_batch=max_batch, mesh=mesh,
                                 mesh_axis=mesh_axis)

@@ -72,15 +72,17 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from jsuff.domains import RFFT, Coefficients, Domain
+from jsuff.domains import RFFT, Coefficients, Domain, as_domain
 from jsuff.evaluate import (
     COMPUTE_DTYPES,
+    NOT_GIVEN,
     ApplyFn,
     Clips,
     cast_params,
     clip_keys,
     device_batch,
     masked_logits,
+    model_call,
     model_jit,
     model_logits,
     on_shards,
@@ -624,10 +626,10 @@ def _walk(
 
 def responsibility_maps(
     apply_fn: ApplyFn,
-    params: Any,
-    waveforms: Any,
+    params: Any = NOT_GIVEN,
+    waveforms: Any = NOT_GIVEN,
     *,
-    domain: Domain = RFFT(),
+    domain: Domain | str = RFFT(),
     config: SearchConfig = SearchConfig(),
     key: jax.Array,
     targets: Any = None,
@@ -640,12 +642,13 @@ def responsibility_maps(
 
     Args:
         apply_fn: ``apply(params, waveforms[B, T]) -> logits[B, C]``, pure and jittable. Its
-            identity keys the compilation cache: pass the same function object to reuse it.
+            identity keys the compilation cache: pass the same function object to reuse it. Or a
+            :class:`jsuff.Model`, called as ``responsibility_maps(model, waveforms, ...)``.
         params: the model's parameters (any pytree).
         waveforms: ``[T]`` or ``[N, T]`` float clips at the model's rate, or
             :class:`jsuff.evaluate.Clips` already prepared by :func:`jsuff.evaluate.prepare`
             (validated, analysed and classified; their targets are the ones searched).
-        domain: the grid to search (``RFFT()``, ``STFT(...)``, ``Time(...)``).
+        domain: the grid to search (``RFFT()``, ``STFT(...)``, ``Time(...)``, or a name).
         config: :class:`SearchConfig`.
         key: one PRNG key (see :func:`jsuff.evaluate.clip_keys` for how it is shared among clips)
             or ``[N]`` keys.
@@ -673,6 +676,8 @@ def responsibility_maps(
         >>> r.maps.shape
         (1, 2, 64)
     """
+    call = model_call("responsibility_maps", apply_fn, params, waveforms)
+    apply_fn, params, waveforms, domain = call.apply_fn, call.params, call.waveforms, as_domain(domain)
     axis = resolve_axis(mesh, mesh_axis)
     params = replicate(params, mesh)
     if isinstance(waveforms, Clips):

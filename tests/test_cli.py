@@ -110,6 +110,39 @@ def test_explain_target_errors_name_the_labels(toy, tmp_path, capsys):
     assert not (tmp_path / "x").exists()
 
 
+def test_explain_reports_its_cost_and_progress_on_stderr_unless_quiet(toy, tmp_path, capsys):
+    assert _explain(toy, tmp_path / "talk") == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("explain: 1 clip of 0.25 s (2,000 samples), rfft grid 1,001 cells; search up to ")
+    assert "estimated " in err[0] and err[-1].startswith("explain: done (") and "1/1 clips" in err[-1]
+    assert any(line.startswith("explain: searching 1 clip") and "ETA" in line for line in err)
+    assert _explain(toy, tmp_path / "quiet", "--quiet") == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_explain_estimate_says_the_cost_and_stops(toy, tmp_path, capsys):
+    assert main(["explain", str(toy / "model"), str(toy / "clip.wav"), "--estimate", "--iters", "2"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("1 clip of 0.25 s (2,000 samples), rfft grid 1,001 cells; search up to 868 model queries")
+    assert "estimated " in out
+    assert main(["explain", str(toy / "model"), str(toy / "clip.wav"), "--estimate", "--json",
+                 "--out", str(tmp_path / "x")]) == 0
+    cost = json.loads(capsys.readouterr().out)
+    assert cost["grid_shape"] == [1001] and cost["seconds"] > 0 and not (tmp_path / "x").exists()
+    assert main(["explain", str(toy / "model"), str(toy / "clip.wav")]) == 2
+    assert "--out DIR is required (or --estimate" in capsys.readouterr().err
+
+
+def test_explain_warns_about_a_huge_grid_on_one_line(toy, tmp_path, capsys, monkeypatch):
+    import jsuff.cost
+
+    monkeypatch.setattr(jsuff.cost, "LARGE_GRID_CELLS", 100)  # the clip's 1,001 bins count as huge
+    assert _explain(toy, tmp_path / "w", "--quiet") == 0
+    err = capsys.readouterr().err
+    assert err.startswith("jsuff: warning: RFFT makes a grid of 1,001 cells for a clip of 2,000 samples, more than 100 "
+                          "cells") and len(err.splitlines()) == 1
+
+
 def test_models_prints_a_header(capsys):
     assert main(["models"]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -207,6 +240,6 @@ def test_study_quiet_flag_reaches_the_study(monkeypatch, tmp_path, flags, quiet)
 
 
 def test_duration_format():
-    from jsuff.app.progress import format_duration
+    from jsuff.progress import duration
 
-    assert [format_duration(s) for s in (0.4, 59.6, 61, 3599, 3600, 7384)] == ["0s", "1m00s", "1m01s", "59m59s", "1h00m", "2h03m"]
+    assert [duration(s) for s in (0.4, 59.6, 61, 3599, 3600, 7384)] == ["0s", "1m00s", "1m01s", "59m59s", "1h00m", "2h03m"]

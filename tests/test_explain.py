@@ -196,7 +196,9 @@ def test_bad_input():
         explain(band_mlp, LOUDEST, np.zeros(0, np.float32), config=CFG, key=KEY)
     with pytest.raises(AudioError, match="one clip"):
         explain(band_mlp, LOUDEST, np.ones((2, 512), np.float32), config=CFG, key=KEY)
-    with pytest.raises(ValueError, match="exactly one of key"):
-        explain_many(band_mlp, LOUDEST, np.ones((2, 512), np.float32), config=CFG)
+    # issue 16: key= may be left out (seed 0), so only key= and keys= together are refused
+    with pytest.raises(ValueError, match="not both"):
+        explain_many(band_mlp, LOUDEST, np.ones((2, 512), np.float32), config=CFG, key=KEY,
+                     keys=jnp.stack([KEY, KEY]))
     with pytest.raises(ValueError, match="min_box_size"):
         SearchConfig(min_box_size=2)

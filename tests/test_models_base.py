@@ -51,6 +51,15 @@ def test_fit_length_policies():
         InputPolicy(4, pad="reflect")
 
 
+def test_a_model_that_pads_internally_gets_shorter_clips_as_they_are():
+    policy = InputPolicy(5, pads_internally=True)
+    np.testing.assert_array_equal(fit_length(np.arange(1.0, 4.0), policy), [1, 2, 3])
+    np.testing.assert_array_equal(fit_length(np.arange(7.0), policy), [0, 1, 2, 3, 4])  # longer: cropped
+    assert InputPolicy(**policy.to_json()) == policy
+    with pytest.raises(ModelError, match="pads_internally must be true or false"):
+        InputPolicy(5, pads_internally="yes")
+
+
 def test_unknown_architecture_lists_supported():
     with pytest.raises(UnknownArchitectureError, match="test_tiny"):
         base.get_architecture("nope")

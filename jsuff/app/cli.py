@@ -166,7 +166,8 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("model", help="a jsuff model directory (see `jsuff convert`)")
     p.add_argument("audio", help="an audio file")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder: new or empty (else see --overwrite)")
+    p.add_argument("--out", metavar="DIR", help="output folder: new or empty (else see --overwrite); required "
+                   "unless --estimate")
     p.add_argument("--overwrite", action="store_true",
                    help="write into a non-empty --out, replacing the explanation files there")
     p.add_argument("--domain", default="rfft", choices=list(DOMAINS),
@@ -183,6 +184,12 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
                    help="the label to explain, by name or index (default: the model's label on the clip)")
     p.add_argument("--seed", type=_count, default=0, metavar="N", help="seed of the search (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON instead of text")
+    p.add_argument("--estimate", action="store_true",
+                   help="only say what the explanation would cost (grid, model queries, time from a short "
+                        "calibration) and stop")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress: by default the cost before the run, then lines with done/total and an ETA "
+                        "(through logging when it is set up for INFO, else on stderr)")
     p.set_defaults(func=_cmd_explain)
 
 
@@ -206,29 +213,46 @@ def _target_index(target: str | None, labels: Sequence[str]) -> int | None:
     raise UsageError(f"--target {target!r} is not one of the model's labels: {', '.join(labels)} (or 0..{len(labels) - 1})")
 
 
+def _cli_warning(message: Warning | str, *args: object, **kwargs: object) -> None:
+    """``warnings.showwarning`` for the CLI: one line on stderr."""
+    print(f"jsuff: warning: {message}", file=sys.stderr, flush=True)
+
+
 def _cmd_explain(args: argparse.Namespace) -> int:
-    import jax
+    import dataclasses
+    import warnings
+
     import numpy as np
 
     from jsuff._files import atomic_write, write_json
     from jsuff.app.report import clip_figure
     from jsuff.audio import load_audio
+    from jsuff.cost import CostWarning, estimate_cost
     from jsuff.domains import get_domain
     from jsuff.explain import explain
-    from jsuff.extract import ExtractConfig
     from jsuff.models import load_model
     from jsuff.search import SearchConfig
 
-    out = Path(args.out)
-    _check_out(out, args.overwrite)  # before minutes of work
+    if args.out is None and not args.estimate:
+        raise UsageError("--out DIR is required (or --estimate, to see the cost and stop)")
+    out = Path(args.out) if args.out is not None else None
+    if out is not None and not args.estimate:
+        _check_out(out, args.overwrite)  # before minutes of work
     model = load_model(args.model)
     target = _target_index(args.target, model.labels)
     x, _ = load_audio(args.audio, model.sample_rate)
-    x = model.prepare(x)
+    x = model.prepare(x)  # what explain(model, x) explains; the figure shows it
     domain = get_domain(args.domain)
     cfg = SearchConfig(iters=args.iters, tree_depth=args.tree_depth, min_box_size=args.min_box_size)
-    e = explain(model.apply, model.params, x, domain=domain, config=cfg, extract=ExtractConfig(mode=args.mode),
-                key=jax.random.key(args.seed), target=target)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", CostWarning)
+        warnings.showwarning = _cli_warning  # a grid far larger than usual: said before the run
+        if args.estimate:
+            cost = estimate_cost(model, x, domain=domain, config=cfg, extract=args.mode)
+            print(json.dumps(dataclasses.asdict(cost), indent=2) if args.json else cost.describe())
+            return 0
+        e = explain(model, x, domain=domain, config=cfg, extract=args.mode, key=args.seed, target=target,
+                    quiet=True if args.quiet else False)
     e.save(out, model.sample_rate)
     label = model.labels[int(e.target)]
     png = clip_figure(x, e.mask, e.responsibility, model.sample_rate, f"{Path(args.audio).name} -> {label}", domain=domain)

@@ -1,12 +1,13 @@
 """Progress and console lines of a long study: a bar on a terminal, timed lines elsewhere.
 
 Lines go through the ``jsuff.study`` logger when the application has set up logging for INFO,
-else to stderr (:func:`emit`), so a study under ``tee``, ``nohup`` or a batch scheduler still
-reports how far it is.
+else to stderr (:func:`emit`, with :mod:`jsuff.progress`'s rule), so a study under ``tee``,
+``nohup`` or a batch scheduler still reports how far it is.
 
 Example:
-    >>> [format_duration(s) for s in (42, 75, 3725)]
-    ['42s', '1m15s', '1h02m']
+    >>> bar = Progress(3, "explaining", quiet=True)
+    >>> bar.update(2); bar.done
+    2
 """
 
 from __future__ import annotations
@@ -16,28 +17,17 @@ import sys
 import time
 from collections.abc import Callable
 
-__all__ = ["Progress", "emit", "format_duration", "log"]
+from jsuff.progress import duration
+from jsuff.progress import emit as emit_to
+
+__all__ = ["Progress", "emit", "log"]
 
 _LOGGER = logging.getLogger("jsuff.study")
 
 
 def emit(msg: str) -> None:
-    """One console line: through the ``jsuff.study`` logger when the application has set up
-    logging for INFO, else on stderr (so a plain ``jsuff study | tee log`` shows it too)."""
-    if _LOGGER.isEnabledFor(logging.INFO) and _LOGGER.hasHandlers():
-        _LOGGER.info(msg)
-    else:
-        print(msg, file=sys.stderr, flush=True)
-
-
-def format_duration(seconds: float) -> str:
-    """Seconds as ``42s``, ``1m15s`` or ``1h02m`` (rounded to whole seconds)."""
-    s = int(round(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    """One console line of the study, through the ``jsuff.study`` logger (see the module doc)."""
+    emit_to(_LOGGER, msg)
 
 
 class Progress:
@@ -93,9 +83,9 @@ class Progress:
         elapsed = now - self._t0
         text = f"{self.desc}: {self.done}/{self.total} {self.unit} ({100 * self.done / self.total:.0f}%)"
         if self.done:
-            text += f", {format_duration(elapsed)} elapsed"
+            text += f", {duration(elapsed)} elapsed"
             if self.done < self.total:
-                text += f", ETA {format_duration(elapsed / self.done * (self.total - self.done))}"
+                text += f", ETA {duration(elapsed / self.done * (self.total - self.done))}"
         emit(text)
         self._shown, self._last = self.done, now
 

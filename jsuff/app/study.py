@@ -378,6 +378,7 @@ def _run_steps(cfg, out_dir, models, names, slugs, label_names, maps, domain, qu
                 config=cfg.search,
                 extract=cfg.extract,
                 keys=_clip_keys(cfg.seed, mi, idx),
+                quiet=True,  # the study reports its own progress
                 mesh=mesh,
             )
             save_npz(out_dir / "models" / slugs[names[mi]] / "explain" / f"batch_{b:05d}.npz", **pack_explanations(exps, idx))

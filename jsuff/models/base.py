@@ -113,11 +113,16 @@ class InputPolicy:
         length: samples the model expects, or ``None`` when it takes any length.
         pad: ``"zero"`` appends zeros; ``"repeat"`` tiles the clip (AASIST's policy).
         crop: ``"start"`` keeps the first ``length`` samples; ``"center"`` the middle ones.
+        pads_internally: the model pads a shorter clip to ``length`` itself (Whisper's front end
+            pads every clip to 30 s), so callers leave it as it is: a clip is explained over its
+            own samples, not over the padding, and its sufficient signal is as long as the clip.
+            A longer clip is still cropped to ``length`` (the model hears no more).
     """
 
     length: int | None = None
     pad: str = "zero"
     crop: str = "start"
+    pads_internally: bool = False
 
     def __post_init__(self) -> None:
         if self.pad not in PAD_MODES:
@@ -126,22 +131,27 @@ class InputPolicy:
             raise ModelError(f"InputPolicy.crop must be one of {CROP_MODES}, got {self.crop!r}")
         if self.length is not None and self.length <= 0:
             raise ModelError(f"InputPolicy.length must be positive, got {self.length}")
+        if not isinstance(self.pads_internally, bool):
+            raise ModelError(f"InputPolicy.pads_internally must be true or false, got {self.pads_internally!r}")
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
 def fit_length(waveform: np.ndarray, policy: InputPolicy) -> np.ndarray:
-    """Fit the last axis of ``waveform`` to ``policy.length`` (no-op when it is ``None``).
+    """Fit the last axis of ``waveform`` to ``policy.length`` (no-op when it is ``None``, and for a
+    shorter clip when the model pads it itself).
 
     Example:
         >>> fit_length(np.arange(3.0), InputPolicy(length=7, pad="repeat")).tolist()
         [0.0, 1.0, 2.0, 0.0, 1.0, 2.0, 0.0]
+        >>> fit_length(np.arange(3.0), InputPolicy(length=7, pads_internally=True)).tolist()
+        [0.0, 1.0, 2.0]
     """
     x = np.asarray(waveform)
     n = policy.length
     t = x.shape[-1]
-    if n is None or t == n:
+    if n is None or t == n or (t < n and policy.pads_internally):
         return x
     if t == 0:
         raise ModelError("cannot fit an empty waveform to the model's input length")
@@ -227,6 +237,39 @@ class Model:
     def __call__(self, waveforms: jax.Array) -> jax.Array:
         """Logits for ``waveforms[B, T]`` (jitted; already at the model's rate and length)."""
         return predict(self.apply, self.params, waveforms)
+
+    def __repr__(self) -> str:
+        """One line: architecture, rate, labels (the first five, each cut to 24 characters), parameter
+        count, input policy (not the parameters: a DistilHuBERT-sized model has 1,809 lines of them).
+
+        Example:
+            >>> Model.from_function(lambda p, x: x, {"w": jnp.zeros((3, 4))}, sample_rate=16000,
+            ...                     labels=[f"c{i}" for i in range(12)], input=InputPolicy(64600, pad="repeat"))
+            Model(arch='function', sample_rate=16000, labels=12 ['c0', 'c1', 'c2', 'c3', 'c4', ...], params=12, input=64600 samples (pad repeat, crop start))
+        """
+        shown = ", ".join(repr(lbl if len(lbl) <= 24 else lbl[:23] + "~") for lbl in self.labels[:5])
+        shown += ", ..." if len(self.labels) > 5 else ""
+        return (f"Model(arch={self.arch!r}, sample_rate={self.sample_rate}, labels={len(self.labels)} [{shown}], "
+                f"params={_count(self.params)}, input={_policy_text(self.input)})")
+
+    __str__ = __repr__
+
+
+def _count(params: Params) -> str:
+    """Parameter count as people write it (12, 3.4k, 23.5M)."""
+    n = sum(int(np.size(leaf)) for leaf in jax.tree_util.tree_leaves(params))
+    for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if n >= div:
+            return f"{n / div:.1f}{unit}"
+    return str(n)
+
+
+def _policy_text(p: InputPolicy) -> str:
+    if p.length is None:
+        return "any length"
+    if p.pads_internally:
+        return f"up to {p.length} samples (shorter: padded by the model; longer: crop {p.crop})"
+    return f"{p.length} samples (pad {p.pad}, crop {p.crop})"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -642,6 +685,19 @@ def _read_meta(root: Path) -> dict[str, Any]:
     return meta
 
 
+def _declared_padding(module: nnx.Module, policy: InputPolicy, recorded: bool) -> InputPolicy:
+    """A directory saved before ``InputPolicy.pads_internally`` existed says nothing about it: take
+    the architecture's word (Whisper pads internally) when the recorded length is the one it
+    declares."""
+    declare = getattr(getattr(module, "config", None), "input_policy", None)
+    if recorded or declare is None:
+        return policy
+    declared = declare()
+    if declared.pads_internally and declared.length == policy.length:
+        return dataclasses.replace(policy, pads_internally=True)
+    return policy
+
+
 def load_model(path: str | os.PathLike) -> Model:
     """Load a model directory written by :func:`save_model` or ``jsuff convert``.
 
@@ -662,6 +718,7 @@ def load_model(path: str | os.PathLike) -> Model:
     except (TypeError, ModelError) as e:  # unknown keys, bad values
         raise ModelError(f"{meta_path}: bad 'input' {meta['input']!r}: {e}") from None
     module = nnx.eval_shape(lambda: spec.build(config, nnx.Rngs(0)))
+    policy = _declared_padding(module, policy, "pads_internally" in meta.get("input", {}))
     graphdef, state = nnx.split(module)
 
     def as_model(state: nnx.State) -> Model:

@@ -14,8 +14,11 @@ Waveform in, logits out, numerically the Hugging Face model behind ``WhisperFeat
    instead (the embeddings, each layer's output, the last one after the final LayerNorm, as
    ``transformers`` collects them).
 
-Input policy: clips are padded with zeros or trimmed to ``n_samples`` (30 s at 16 kHz for the
-released models), as the extractor does; the module does the same internally, so any length works.
+Input policy: the module pads a clip with zeros or trims it to ``n_samples`` (30 s at 16 kHz for
+the released models), as the extractor does, so any length works. The policy declares that it pads
+internally (``InputPolicy.pads_internally``): callers do not pad a shorter clip, so a 0.68 s clip is
+explained over its own 0.68 s (an rfft grid of its own bins, not of 30 s) and its sufficient signal
+is 0.68 s long; its logits are those of the padded clip. Longer clips are cropped to ``n_samples``.
 
 Example:
     >>> from flax import nnx
@@ -100,7 +103,7 @@ class WhisperConfig(FamilyConfig):
         )
 
     def input_policy(self) -> InputPolicy:
-        return InputPolicy(length=self.n_samples, pad="zero", crop="start")
+        return InputPolicy(length=self.n_samples, pad="zero", crop="start", pads_internally=True)
 
 
 class Whisper(nnx.Module):
