@@ -18,7 +18,7 @@ module's config fields and key map.
 
 Example:
     >>> from converters import convert
-    >>> model = convert("distilhubert-gtzan", "models/distilhubert-gtzan")  # doctest: +SKIP
+    >>> model = convert("distilhubert-gtzan", "models/distilhubert-gtzan")  # needs a downloaded checkpoint  # doctest: +SKIP
 """
 
 from __future__ import annotations

@@ -51,12 +51,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pandas as pd
 from jax.typing import ArrayLike
 
 from jsuff.transfer import (
@@ -71,6 +70,9 @@ from jsuff.transfer import (
     percentile_interval,
 )
 from jsuff.intervals import clopper_pearson
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "ESTIMATORS",
@@ -601,6 +603,8 @@ def pairwise_information(
         >>> df[["source", "target", "n", "mi_source"]].round(3).values.tolist()[:2]
         [['model_0', 'model_0', 3, 0.918], ['model_0', 'model_1', 3, 0.252]]
     """
+    import pandas as pd
+
     for v in nmi_variants:
         _check_variant(v)
     inp = check_inputs(labels, original, valid=valid, true=true, num_classes=num_classes,
@@ -669,6 +673,8 @@ def classification_metrics(
         >>> df[["accuracy", "precision", "recall"]].round(4).values.tolist()
         [[0.75, 0.8333, 0.75]]
     """
+    import pandas as pd
+
     for v in nmi_variants:
         _check_variant(v)
     p = np.asarray(pred)

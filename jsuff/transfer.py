@@ -66,15 +66,17 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pandas as pd
 from jax.typing import ArrayLike
 
 from jsuff.intervals import binomial_interval, effective_n_interval
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "CONDITIONS",
@@ -671,6 +673,8 @@ class TransferResult:
 
     def to_frame(self) -> pd.DataFrame:
         """Long tidy frame: one row per (condition, source, target) with rate, lo, hi, n, interval."""
+        import pandas as pd
+
         names = np.asarray(self.model_names, dtype=object)
         m = len(names)
         src, tgt = np.repeat(names, m), np.tile(names, m)
@@ -701,6 +705,8 @@ class TransferResult:
         ``interval`` names the cells' interval; ``source_trivial`` and ``source_silence_label``:
         the source's trivial clips and its label on silence; ``trivial_counted``.
         """
+        import pandas as pd
+
         names = np.asarray(self.model_names, dtype=object)
         m = len(names)
         cols: dict[str, Any] = {"source": np.repeat(names, m), "target": np.tile(names, m)}
@@ -721,6 +727,8 @@ class TransferResult:
         reproduce its own label), ``trivial`` its valid clips with a trivial explanation and
         ``silence_label`` its label on the empty signal; ``interval`` names the rates' interval.
         """
+        import pandas as pd
+
         cols: dict[str, Any] = {"model": list(self.model_names)}
         cols["signals"] = self.inputs.valid.sum(axis=1)
         cols["self_rate"] = np.diag(self.matrix)
@@ -738,6 +746,8 @@ class TransferResult:
         """One row per condition: the task mean over ordered pairs f ≠ g, its interval, n, pairs,
         the interval's method, and the trivial clips (total and per model with its silence label).
         """
+        import pandas as pd
+
         rows = []
         total = int(self.inputs.trivial_counts.sum())
         per_model = trivial_summary(self.inputs, label_names)
@@ -954,6 +964,8 @@ def flat_earthers(
         >>> flat_earthers(transfer_analysis(lab, orig, n_boot=0)).flat_earther.tolist()
         [False, False, False, False, True]
     """
+    import pandas as pd
+
     if method not in OUTLIER_METHODS:
         raise ValueError(f"unknown outlier method {method!r}; expected one of {OUTLIER_METHODS}")
     if tail not in TAILS:

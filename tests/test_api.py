@@ -10,7 +10,8 @@ import soundfile as sf
 from flax import nnx
 
 import jsuff
-from jsuff import STFT, AudioError, ExtractConfig, Model, RFFT, SearchConfig, Time, explain, explain_many
+from jsuff import STFT, ExtractConfig, Model, RFFT, SearchConfig, Time, explain, explain_many
+from jsuff.audio import AudioError, resample
 from jsuff.evaluate import candidate_labels
 from jsuff.models import InputPolicy
 from jsuff.search import responsibility_maps
@@ -96,7 +97,7 @@ def test_a_model_fits_the_clip_to_its_rate_and_input(model, loudest, tmp_path):
     longer = np.concatenate([loudest_clip(), np.ones(100, np.float32)])
     _same(explain(model, longer, config=CFG, key=KEY), loudest)  # cropped to the model's 512 samples
     # an array at another rate is resampled; a file is read at the model's rate
-    x16 = jsuff.resample(loudest_clip(), 8000, 16000)
+    x16 = resample(loudest_clip(), 8000, 16000)
     at16 = explain(model, x16, sample_rate=16000, config=CFG, key=KEY)
     assert at16.grid_shape == (T // 2 + 1,) and at16.target == 2
     path = tmp_path / "clip16k.wav"

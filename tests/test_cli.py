@@ -13,7 +13,7 @@ import soundfile as sf
 import jsuff
 from jsuff.app import study as study_mod
 from jsuff.app.cli import build_parser, main
-from jsuff.app.study import Progress
+from jsuff.app.progress import Progress
 from jsuff.app.versions import software_versions
 from jsuff.models import InputPolicy, build_model, save_model
 from jsuff.search import SearchConfig
@@ -226,8 +226,8 @@ def test_study_quiet_flag_reaches_the_study(monkeypatch, tmp_path, flags, quiet)
     class Stop(Exception):
         pass
 
-    def fake_run(cfg, out, *, resume, quiet):
-        seen["quiet"] = quiet
+    def fake_run(cfg, out, *, resume, quiet, processes):
+        seen["quiet"], seen["processes"] = quiet, processes
         raise Stop
 
     monkeypatch.setattr(study_mod, "run_study", fake_run)
@@ -236,21 +236,10 @@ def test_study_quiet_flag_reaches_the_study(monkeypatch, tmp_path, flags, quiet)
     with pytest.raises(Stop):
         main(["study", str(toml), "--out", str(tmp_path / "o"), *flags])
     assert seen["quiet"] is quiet
+    assert seen["processes"].count == 1  # a plain run joins no cluster
 
 
 def test_duration_format():
-    from jsuff.app.study import _duration
+    from jsuff.progress import duration
 
-    assert [_duration(s) for s in (0.4, 59.6, 61, 3599, 3600, 7384)] == ["0s", "1m00s", "1m01s", "59m59s", "1h00m", "2h03m"]
-
-
-def test_docstring_examples():
-    import doctest
-
-    import jsuff.app.versions
-
-    runner = doctest.DocTestRunner()
-    for obj in (jsuff.app.versions, Progress):
-        for test in doctest.DocTestFinder().find(obj):
-            runner.run(test)
-    assert runner.summarize(verbose=False).failed == 0 and runner.summarize(verbose=False).attempted >= 3
+    assert [duration(s) for s in (0.4, 59.6, 61, 3599, 3600, 7384)] == ["0s", "1m00s", "1m01s", "59m59s", "1h00m", "2h03m"]

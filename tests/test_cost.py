@@ -143,14 +143,3 @@ def test_eta_scales_the_estimate_by_the_speed_so_far():
     silent.line("x", 0, 1, "clips")
     silent.say("y")
     assert len(lines) == 3
-
-
-def test_docstring_examples():
-    import doctest
-
-    import jsuff.cost
-    import jsuff.progress
-
-    for module in (jsuff.cost, jsuff.progress):
-        result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
-        assert result.attempted > 0 and result.failed == 0

@@ -2,9 +2,7 @@
 and on shards, clips prepared once, and the docstring examples of the engine's modules."""
 
 import collections
-import doctest
 import gc
-import importlib
 import weakref
 
 import jax
@@ -17,7 +15,7 @@ from jsuff import evaluate
 from jsuff.audio import AudioError
 from jsuff.domains import RFFT
 from jsuff.models import Model
-from jsuff.app.study import predict_logits
+from jsuff.app.devices import predict_logits
 from tests.helpers.toys import band_mlp, compilations, LOUDEST, loudest_clip
 
 X = np.random.default_rng(0).standard_normal((10, 16)).astype(np.float32)
@@ -75,7 +73,7 @@ def test_predict_in_batches_equals_one_call_and_does_not_recompile():
 
 def test_predict_on_shards_equals_one_device():
     if len(jax.devices()) < 4:
-        pytest.skip("needs 4 devices (tests/conftest.py forces 4 host CPU devices)")
+        pytest.skip("needs 4 devices (conftest.py forces 4 host CPU devices)")
     mesh = Mesh(np.array(jax.devices()[:4]), ("clips",))
     one = evaluate.predict(band_mlp, LOUDEST, np.stack([loudest_clip()] * 6), batch=3)
     four = evaluate.predict(band_mlp, LOUDEST, np.stack([loudest_clip()] * 6), batch=3, mesh=mesh)  # 3 -> 4
@@ -109,10 +107,3 @@ def test_prepare_checks_analyses_and_classifies_once():
                          allow_silence=False)
     with pytest.raises(ValueError, match="out of range for 4 classes"):
         evaluate.prepare(band_mlp, LOUDEST, loudest_clip(), domain=RFFT(), targets=4)
-
-
-@pytest.mark.parametrize("name", ["evaluate", "search", "extract", "explain"])
-def test_docstring_examples(name):
-    module = importlib.import_module(f"jsuff.{name}")  # jsuff.explain the module, not the function
-    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted > 0 and result.failed == 0

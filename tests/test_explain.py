@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh
 
-from jsuff import AudioError, ExtractConfig, Explanation, SearchConfig, Time, explain, explain_many, load_audio
+from jsuff import ExtractConfig, Explanation, SearchConfig, Time, explain, explain_many, load_audio
+from jsuff.audio import AudioError
 from tests.helpers.toys import (
     BOTH,
     CFG,
@@ -131,7 +132,7 @@ def test_independent_of_prefixes_per_call_and_devices(loudest):
     small = explain(band_mlp, LOUDEST, loudest_clip(), config=CFG, key=KEY, extract=ExtractConfig(prefixes_per_call=1))
     np.testing.assert_array_equal(small.mask, loudest.mask)
     if len(jax.devices()) < 4:
-        pytest.skip("needs 4 devices (tests/conftest.py forces 4 host CPU devices)")
+        pytest.skip("needs 4 devices (conftest.py forces 4 host CPU devices)")
     mesh = Mesh(np.array(jax.devices()[:4]), ("cand",))
     sharded = explain(band_mlp, LOUDEST, loudest_clip(), config=CFG, key=KEY, mesh=mesh)
     np.testing.assert_array_equal(sharded.mask, loudest.mask)

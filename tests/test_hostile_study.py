@@ -33,9 +33,9 @@ from jsuff.app.study import (
     StudyError,
     config_from_dict,
     load_config,
-    model_slugs,
     run_study,
 )
+from jsuff.app.store import model_slugs
 
 ROOT = Path(__file__).resolve().parents[1]
 SR = 8000

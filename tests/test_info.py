@@ -1,6 +1,5 @@
 """jsuff.info: estimators against SciPy / scikit-learn / hand-computed values, eager and jitted."""
 
-import doctest
 import math
 from functools import partial
 
@@ -409,7 +408,3 @@ def test_study_tables_reject_bad_input():
         info.classification_metrics(original, true, valid=np.zeros_like(valid))
     with pytest.raises(ValueError, match="unknown NMI variant"):
         info.pairwise_information(labels, original, nmi_variants=("avg",))
-
-
-def test_docstring_examples():
-    assert doctest.testmod(info, optionflags=doctest.NORMALIZE_WHITESPACE).failed == 0

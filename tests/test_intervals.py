@@ -1,7 +1,6 @@
 """jsuff.intervals: the special functions and binomial intervals against SciPy, and the
 effective-n (Korn–Graubard) interval against a formula written out with SciPy."""
 
-import doctest
 
 import numpy as np
 import pytest
@@ -85,7 +84,3 @@ def test_effective_n_interval_matches_the_written_out_formula():
                                             method="wilson")
     np.testing.assert_allclose([lo[0], hi[0]], iv.wilson(0.9 * n_eff[0], n_eff[0]), rtol=1e-12)
     assert np.isnan([lo[1], hi[1], n_eff[1], n_eff[2]]).all() and (lo[2], hi[2]) == (0.0, 1.0)
-
-
-def test_docstring_examples():
-    assert doctest.testmod(iv).failed == 0

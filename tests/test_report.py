@@ -17,8 +17,9 @@ import pytest
 import soundfile as sf
 
 from jsuff.app.cli import main
-from jsuff.app.report import _clip_fig, _num, _table, column_definitions, summary_text, write_report
-from jsuff.app.study import config_from_dict, read_tables, run_study
+from jsuff.app.report import column_definitions, draw_clip_figure, format_number, html_table, summary_text, write_report
+from jsuff.app.study import config_from_dict, run_study
+from jsuff.app.tables import read_tables
 from jsuff.app.versions import software_versions
 from jsuff.domains import RFFT, STFT, Time
 from jsuff.models import InputPolicy, build_model, save_model
@@ -123,8 +124,8 @@ def test_every_column_is_defined_next_to_the_tables(stft_study):
 
 
 def test_no_negative_zero_anywhere(stft_study):
-    assert (_num(-1e-12), _num(-0.0), _num(-0.0004), _num(-0.0006), _num(-0.0049, 2)) == ("0.000", "0.000", "0.000", "-0.001", "0.00")
-    html = _table(pd.DataFrame({"h_source": [-0.0, -1e-17, 0.5], "mi_mm": [-0.25, 0.0, -2e-9]}))
+    assert (format_number(-1e-12), format_number(-0.0), format_number(-0.0004), format_number(-0.0006), format_number(-0.0049, 2)) == ("0.000", "0.000", "0.000", "-0.001", "0.00")
+    html = html_table(pd.DataFrame({"h_source": [-0.0, -1e-17, 0.5], "mi_mm": [-0.25, 0.0, -2e-9]}))
     assert "-0.000" not in html and "-0.250" in html
     out, _, page = stft_study
     assert not re.search(r"-0\.0+(?![0-9])", page.read_text())
@@ -202,7 +203,7 @@ def test_stft_figure_uses_the_domains_settings_and_units():
     x, rng = _signal()
     d = STFT(n_fft=256, hop=100, window="hamming")
     grid = d.grid_shape(x.size)
-    fig = _clip_fig(x, rng.random(grid) > 0.7, rng.random(grid).astype(np.float32), SR, "t", d)
+    fig = draw_clip_figure(x, rng.random(grid) > 0.7, rng.random(grid).astype(np.float32), SR, "t", d)
     axes = [a for a in fig.axes if a.get_label() != "<colorbar>"][:3]
     assert [a.get_ylabel() for a in axes] == ["frequency (Hz)"] * 3 and axes[-1].get_xlabel() == "time (s)"
     for a in axes:
@@ -220,7 +221,7 @@ def test_time_figure_has_amplitude_and_seconds_and_no_empty_panel():
     grid = d.grid_shape(x.size)
     mask = np.zeros(grid, bool)
     mask[10:20] = True
-    fig = _clip_fig(x, mask, rng.random(grid).astype(np.float32), SR, "t", d)
+    fig = draw_clip_figure(x, mask, rng.random(grid).astype(np.float32), SR, "t", d)
     assert len(fig.axes) == 2
     wave, resp = fig.axes
     assert wave.get_ylabel() == "amplitude" and resp.get_xlabel() == "time (s)"
@@ -236,11 +237,11 @@ def test_time_figure_has_amplitude_and_seconds_and_no_empty_panel():
 def test_rfft_figure_over_frequency_in_hz():
     x, rng = _signal()
     grid = RFFT().grid_shape(x.size)
-    fig = _clip_fig(x, rng.random(grid) > 0.9, rng.random(grid).astype(np.float32), SR, "t", RFFT())
+    fig = draw_clip_figure(x, rng.random(grid) > 0.9, rng.random(grid).astype(np.float32), SR, "t", RFFT())
     assert fig.axes[-1].get_xlabel() == "frequency (Hz)" and fig.axes[-1].get_xlim() == pytest.approx((0, SR / 2))
     assert all(a.has_data() for a in fig.axes)
     with pytest.raises(ValueError, match="do not fit the stft grid"):
-        _clip_fig(x, np.ones(grid, bool), np.ones(grid, np.float32), SR, "t", STFT())
+        draw_clip_figure(x, np.ones(grid, bool), np.ones(grid, np.float32), SR, "t", STFT())
 
 
 # ---------------------------------------------------------------------------------------------

@@ -294,7 +294,7 @@ def test_iterations_in_rounds_equal_one_walk(loudest):
 
 def test_sharded_search_keeps_each_fft_on_its_device():
     if len(jax.devices()) < 4:
-        pytest.skip("needs 4 devices (tests/conftest.py forces 4 host CPU devices)")
+        pytest.skip("needs 4 devices (conftest.py forces 4 host CPU devices)")
     mesh = Mesh(np.array(jax.devices()[:4]), ("cand",))
     # whole refinements per call (linear synthesis): 64 // 14 // 4 * 4 = 4 refinements, one per device
     cfg = dataclasses.replace(CFG, max_batch=64)

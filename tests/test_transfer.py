@@ -1,6 +1,5 @@
 """jsuff.transfer: known-answer matrices, masking, bootstrap coverage, flat-earther screening."""
 
-import doctest
 
 import jax
 import numpy as np
@@ -468,7 +467,3 @@ def test_bad_input_raises_clear_errors():
         flat_earthers(transfer_analysis(labels, original, n_boot=0), empty=[0, 1])
     with pytest.raises(ValueError, match="unknown condition"):
         transfer.condition_mask(original, valid, condition="both")
-
-
-def test_docstring_examples():
-    assert doctest.testmod(transfer, optionflags=doctest.NORMALIZE_WHITESPACE).failed == 0

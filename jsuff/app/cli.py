@@ -15,6 +15,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+__all__ = ["build_parser", "main", "UsageError"]
+
 
 def _add_models(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list the supported architectures and converters")
@@ -48,13 +50,34 @@ def _add_study(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true",
                    help="no progress: by default a bar on a terminal, else a line with done/total and an ETA "
                         "at most every 30 s (through logging when it is set up for INFO, else on stderr)")
-    p.add_argument("--devices", type=int, help="use the first N devices (default: all)")
+    p.add_argument("--devices", type=int, help="use the first N devices of each process (default: all)")
     p.add_argument("--no-report", action="store_true", help="skip writing the HTML report")
+    d = p.add_argument_group(
+        "several processes (docs/distributed.md)",
+        "Run one study with N processes, on one host or many: start every process with the same config, "
+        "--out (a folder all of them see) and --coordinator, each with its own --process-id. Units are "
+        "shared out; process 0 reads the data and writes the tables and the report.",
+    )
+    d.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address for jax.distributed")
+    d.add_argument("--num-processes", type=_positive, metavar="N", help="how many processes run the study")
+    d.add_argument("--process-id", type=_count, metavar="I", help="this process's index, 0..N-1")
+    d.add_argument("--distributed", action="store_true",
+                   help="join the processes that jax.distributed detects by itself (SLURM, Open MPI, a TPU pod slice)")
+    d.add_argument("--heartbeat-timeout", type=_positive, default=100, metavar="S",
+                   help="seconds after which a silent process counts as dead and the others stop (default: %(default)s)")
     p.set_defaults(func=_cmd_study)
 
 
 def _cmd_study(args: argparse.Namespace) -> int:
     import dataclasses
+
+    from jsuff.app.distributed import SINGLE, connect
+
+    processes = SINGLE
+    if args.distributed or args.coordinator or args.num_processes is not None or args.process_id is not None:
+        # first: jax.distributed must be joined before JAX is used
+        processes = connect(args.coordinator, args.num_processes, args.process_id,
+                            heartbeat_timeout=args.heartbeat_timeout)
 
     from jsuff.app.report import ONE_MODEL_NOTE, summary_text, write_report
     from jsuff.app.study import load_config, run_study
@@ -63,9 +86,12 @@ def _cmd_study(args: argparse.Namespace) -> int:
     if args.devices is not None:
         cfg = dataclasses.replace(cfg, devices=args.devices)
     out = args.out or cfg.out
-    if len(cfg.models) < 2:
+    if len(cfg.models) < 2 and processes.leader:
         print(f"jsuff: note: {ONE_MODEL_NOTE.format(name=cfg.models[0].name)}", file=sys.stderr)
-    run_study(cfg, out, resume=args.resume, quiet=True if args.quiet else None)
+    run_study(cfg, out, resume=args.resume, quiet=True if args.quiet else None, processes=processes)
+    if not processes.leader:  # process 0 prints the summary and writes the report
+        print(f"process {processes.index} of {processes.count}: done")
+        return 0
     print(summary_text(out))
     if not args.no_report:
         print(f"report: {write_report(out)}")
@@ -505,7 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     from jsuff.models.base import ModelError
 
-    from jsuff.app.study import StudyError
+    from jsuff.app.config import StudyError
 
     from jsuff._files import WriteError
 

@@ -18,8 +18,8 @@ larger share), and compiling the search for four models takes a minute or two of
 a 2-core CPU; :data:`QUICK` is a smoke test (mostly compilation).
 
 Example:
-    >>> summary = run_demo("runs/demo")  # doctest: +SKIP
-    >>> print(summary.text)  # doctest: +SKIP
+    >>> summary = run_demo("runs/demo")  # minutes of work (make demo runs it)  # doctest: +SKIP
+    >>> print(summary.text)  # the tables it prints  # doctest: +SKIP
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@
   list of every clip, and per model the first ``max_clips`` clips with a verified sufficient
   signal as cards (true label, label, the original and the sufficient signal to play, figure);
 * ``models/<slug>.html``: every clip of one model (``<slug>``: the model's folder name in the
-  study, :func:`jsuff.app.study.model_slugs`);
+  study, :func:`jsuff.app.store.model_slugs`);
 * ``clips/clip_NNNN.html``: one clip across all models: its original and each model's sufficient
   signal side by side, and who accepts whose (which label every model gives every model's
   sufficient signal);
@@ -25,7 +25,7 @@ string on the pages (task, model and class names, file names, paths, failure rea
 for its HTML context by the templates' autoescape; every file is written atomically.
 
 Example:
-    >>> write_report("runs/genre")     # doctest: +SKIP
+    >>> write_report("runs/genre")     # needs a finished study folder  # doctest: +SKIP
     PosixPath('runs/genre/report/index.html')
 """
 
@@ -46,26 +46,23 @@ import jinja2
 import numpy as np
 from markupsafe import Markup
 
-from jsuff._files import FolderLockedError, WriteError, atomic_write, folder_lock
-from jsuff.app.study import (
-    StudyArrays,
-    StudyError,
-    iter_explanations,
-    load_arrays,
-    load_npz,
-    read_tables,
-    save_text,
-    study_record,
-    unknown_classes,
-)
+from jsuff._files import FolderLockedError, WriteError, atomic_write, folder_lock, write_text
+from jsuff.app.config import StudyError
+from jsuff.app.data import unknown_classes
+from jsuff.app.store import StudyArrays, iter_explanations, load_arrays, load_npz, study_record
+from jsuff.app.tables import read_tables
 from jsuff.app.versions import software_versions
 from jsuff.audio import write_wav
 from jsuff.domains import RFFT, STFT, Domain, Time, get_domain
 
 __all__ = [
     "MAX_CLIPS_PER_MODEL",
+    "ONE_MODEL_NOTE",
     "clip_figure",
     "column_definitions",
+    "draw_clip_figure",
+    "format_number",
+    "html_table",
     "info_figure",
     "rates_figure",
     "summary_text",
@@ -77,6 +74,7 @@ __all__ = [
 #: model's and the clip's own pages.
 MAX_CLIPS_PER_MODEL = 6
 
+#: What the console and the report say when a study has one model (``{name}``: its name).
 ONE_MODEL_NOTE = (
     "Transfer needs at least two models: this study has one ({name}), so there is no transfer "
     "matrix, no transfer rates and no information between models. Its accuracy and its "
@@ -105,7 +103,7 @@ def _png(fig: Any) -> bytes:
     return buf.getvalue()
 
 
-def _num(v: float, digits: int = 3) -> str:
+def format_number(v: float, digits: int = 3) -> str:
     """``v`` with ``digits`` decimals, never ``-0.000`` (a tiny negative rounding error is 0)."""
     s = f"{v:.{digits}f}"
     return s[1:] if s.startswith("-") and float(s) == 0 else s
@@ -226,12 +224,12 @@ def clip_figure(
     Raises:
         ValueError: the mask does not fit the domain's grid for ``T`` samples.
     """
-    return _png(_clip_fig(waveform, mask, responsibility, sample_rate, title, domain))
+    return _png(draw_clip_figure(waveform, mask, responsibility, sample_rate, title, domain))
 
 
-def _clip_fig(waveform: np.ndarray, mask: np.ndarray, responsibility: np.ndarray, sample_rate: int, title: str,
-              domain: Domain) -> Any:
-    """:func:`clip_figure`'s matplotlib figure (tests read its axes)."""
+def draw_clip_figure(waveform: np.ndarray, mask: np.ndarray, responsibility: np.ndarray, sample_rate: int,
+                     title: str, domain: Domain) -> Any:
+    """:func:`clip_figure` as a matplotlib figure (to draw on further or read its axes)."""
     x = np.asarray(waveform, np.float32)
     grid = tuple(domain.grid_shape(x.shape[0]))
     if tuple(mask.shape) != grid or tuple(responsibility.shape) != grid:
@@ -561,11 +559,12 @@ def _data_uri(png: bytes) -> str:
     return f"data:image/png;base64,{base64.b64encode(png).decode()}"
 
 
-def _table(frame: Any, max_rows: int = 200) -> Markup:
+def html_table(frame: Any, max_rows: int = 200) -> Markup:
+    """A DataFrame as an escaped HTML table (numbers by :func:`format_number`), at most ``max_rows`` rows."""
     shown = frame.head(max_rows)
     note = f"<p>({len(frame) - max_rows} more rows in the CSV)</p>" if len(frame) > max_rows else ""
     # escape=True: pandas escapes every cell and header (model names, paths, reasons)
-    body = shown.to_html(index=False, float_format=_num, border=0, na_rep="–", escape=True)
+    body = shown.to_html(index=False, float_format=format_number, border=0, na_rep="–", escape=True)
     return Markup(f"<div class='wide'>{body}</div>{note}")
 
 
@@ -686,7 +685,7 @@ def _write_report(root: Path, arrays: StudyArrays, max_clips: int) -> Path:
 
         # every column as text: a file named "NA" or "1e3" stays what it is
         fail = pd.read_csv(root / "data" / "failures.csv", dtype=str, keep_default_na=False)
-        failures, n_failures = _table(fail), len(fail)
+        failures, n_failures = html_table(fail), len(fail)
         shown_tables.append(fail)
     titled = (
         ("pairs", "Transfer per ordered pair"),
@@ -726,7 +725,7 @@ def _write_report(root: Path, arrays: StudyArrays, max_clips: int) -> Path:
             css=Markup(_CSS), name=name, task=task, n_clips=len(cards[name]), verified=len(verified),
             max_clips=max_clips, cards=[_card_for(c, "../", embed=False) for c in cards[name]],
         )
-        st.put(f"models/{slugs[name]}.html", lambda p, html=html: save_text(p, html))
+        st.put(f"models/{slugs[name]}.html", lambda p, html=html: write_text(p, html))
     for i in range(len(arrays.paths)):
         _write_clip_page(st, i, cards, audio)
 
@@ -739,9 +738,9 @@ def _write_report(root: Path, arrays: StudyArrays, max_clips: int) -> Path:
         labels=arrays.label_names,
         notes=notes,
         settings=_settings(st),
-        task_table=_table(tables["task"]) if "task" in tables else None,
+        task_table=html_table(tables["task"]) if "task" in tables else None,
         figures=[(title, _data_uri(png)) for _, title, png in figs],
-        tables=[(title, _table(tables[key])) for key, title in titled if key in tables],
+        tables=[(title, html_table(tables[key])) for key, title in titled if key in tables],
         failures=failures,
         n_failures=n_failures,
         definitions=definitions,
@@ -749,7 +748,7 @@ def _write_report(root: Path, arrays: StudyArrays, max_clips: int) -> Path:
         model_blocks=model_blocks,
         max_clips=max_clips,
     )
-    page = st.out / st.put("index.html", lambda p: save_text(p, html))
+    page = st.out / st.put("index.html", lambda p: write_text(p, html))
     _prune(st)
     return page
 
@@ -874,7 +873,7 @@ def _write_clip_page(st: _Study, i: int, cards: Mapping[str, list[dict[str, Any]
         prev=_href(f"clip_{i - 1:04d}.html") if i > 0 else None,
         next=_href(f"clip_{i + 1:04d}.html") if i + 1 < n else None,
     )
-    st.put(f"clips/clip_{i:04d}.html", lambda p: save_text(p, html))
+    st.put(f"clips/clip_{i:04d}.html", lambda p: write_text(p, html))
 
 
 def _clip_table(st: _Study) -> dict[str, Any]:
@@ -996,12 +995,12 @@ def summary_text(study_dir: str | Path, tables: Mapping[str, Any] | None = None)
         lines.append("Transfer matrix T(f→g) (rows: source f, columns: listener g)")
         lines.append(" " * w + "".join(f"{n[:9]:>10}" for n in names))
         for f, n in enumerate(names):
-            lines.append(f"{n:<{w}}" + "".join(f"{_num(v, 2):>10}" if not np.isnan(v) else f"{'–':>10}" for v in mat[f]))
+            lines.append(f"{n:<{w}}" + "".join(f"{format_number(v, 2):>10}" if not np.isnan(v) else f"{'–':>10}" for v in mat[f]))
     if "task" in tables:
         t = tables["task"].iloc[0].to_dict()
         lines.append(
             "mean over ordered pairs f≠g: "
-            + ", ".join(f"{k}={_num(v)}" if isinstance(v, float) else f"{k}={v}" for k, v in t.items())
+            + ", ".join(f"{k}={format_number(v)}" if isinstance(v, float) else f"{k}={v}" for k, v in t.items())
         )
     if "flat_earthers" in tables:
         fe = tables["flat_earthers"]
@@ -1012,7 +1011,7 @@ def summary_text(study_dir: str | Path, tables: Mapping[str, Any] | None = None)
         if "reasons" in shown:
             # only the text column: filling float columns with "" is a pandas dtype-change warning
             shown["reasons"] = shown["reasons"].astype(object).fillna("")
-        lines.append(shown.to_string(index=False, float_format=lambda v: _num(v, 2)))
+        lines.append(shown.to_string(index=False, float_format=lambda v: format_number(v, 2)))
     if "metrics" in tables:
         met = tables["metrics"].set_index("model")
         mi = None
@@ -1023,9 +1022,9 @@ def summary_text(study_dir: str | Path, tables: Mapping[str, Any] | None = None)
         else:
             lines.append("Accuracy on the original clips:")
         for n in names:
-            line = f"  {n:<16} accuracy {_num(met.loc[n, 'accuracy'])}"
+            line = f"  {n:<16} accuracy {format_number(met.loc[n, 'accuracy'])}"
             if mi is not None:
-                line += f"   MI {_num(mi.get(n, float('nan')))}"
+                line += f"   MI {format_number(mi.get(n, float('nan')))}"
             lines.append(line)
     lines += _data_notes(root)
     return "\n".join(lines)

@@ -18,9 +18,9 @@ _PACKAGES = ("jax", "jaxlib", "flax", "numpy")
 
 def software_versions() -> dict[str, str]:
     """``{name: version}`` of jsuff, JAX, jaxlib, Flax, NumPy and Python (no package is imported)."""
-    from jsuff import __version__
+    import jsuff
 
-    out = {"jsuff": __version__}
+    out = {"jsuff": jsuff.__version__}
     for name in _PACKAGES:
         try:
             out[name] = importlib.metadata.version(name)

@@ -66,6 +66,18 @@ from jsuff.models._family import FamilyConfig, init_rngs
 from jsuff.models.base import Architecture, InputPolicy, register
 from jsuff.models.sinc import mel_sinc_filters, odd_kernel_size, sinc_conv
 
+__all__ = [
+    "ARCH",
+    "LABELS",
+    "Aasist",
+    "AasistConfig",
+    "build",
+    "GraphAttention",
+    "GraphPool",
+    "HeteroGraphAttention",
+    "ResidualBlock2d",
+]
+
 ARCH = "aasist"
 LABELS = ("spoof", "bonafide")
 

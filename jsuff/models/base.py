@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib
 import json
 import os
 import secrets
@@ -46,6 +47,38 @@ import numpy as np
 from flax import nnx
 
 from jsuff.evaluate import predict
+
+__all__ = [
+    "ARCHITECTURE_MODULES",
+    "CROP_MODES",
+    "FORMAT_VERSION",
+    "MODEL_JSON",
+    "PAD_MODES",
+    "PARAMS_DIR",
+    "abstract_state",
+    "ApplyFn",
+    "Architecture",
+    "architectures",
+    "build_model",
+    "check_finite",
+    "check_labels",
+    "check_params",
+    "expected_shapes",
+    "fit_length",
+    "flatten",
+    "get_architecture",
+    "InputPolicy",
+    "load_model",
+    "Model",
+    "ModelError",
+    "num_outputs",
+    "Params",
+    "register",
+    "save_model",
+    "sha256_file",
+    "unflatten_like",
+    "UnknownArchitectureError",
+]
 
 Params = Any
 ApplyFn = Callable[[Params, jax.Array], jax.Array]
@@ -268,6 +301,29 @@ class Architecture:
 
 _REGISTRY: dict[str, Architecture] = {}
 
+#: Every architecture jsuff ships, and the family module under ``jsuff.models`` that registers it
+#: (its :attr:`Architecture.family`). :func:`get_architecture` imports only the module it needs, so
+#: loading one model does not import every family. A new family adds its names here
+#: (``tests/test_models_base.py`` checks this table against the family modules).
+ARCHITECTURE_MODULES: dict[str, str] = {
+    "aasist": "aasist",
+    "ast": "ast",
+    "bandpower": "toy",
+    "crepe": "crepe",
+    "data2vec_audio": "data2vec_audio",
+    "hubert": "wav2vec2",
+    "javad": "javad",
+    "melcnn": "melcnn",
+    "musicnn": "musicnn",
+    "musicnn_vgg": "musicnn",
+    "pulsevad": "pulsevad",
+    "rawnet2": "rawnet2",
+    "silero_vad": "silero",
+    "wav2vec2": "wav2vec2",
+    "wavlm": "wavlm",
+    "whisper": "whisper",
+}
+
 
 def register(arch: Architecture) -> Architecture:
     """Add an architecture to the registry (family modules call this at import time)."""
@@ -278,19 +334,25 @@ def register(arch: Architecture) -> Architecture:
 
 
 def architectures() -> dict[str, Architecture]:
-    """All registered architectures by name."""
-    import jsuff.models  # noqa: F401  (imports every family so they register)
-
+    """All architectures by name: every family of :data:`ARCHITECTURE_MODULES` (imported here)
+    and any other registered one."""
+    for module in sorted(set(ARCHITECTURE_MODULES.values())):
+        importlib.import_module(f"jsuff.models.{module}")
     return dict(sorted(_REGISTRY.items()))
 
 
 def get_architecture(name: str) -> Architecture:
-    archs = architectures()
-    if name not in archs:
-        raise UnknownArchitectureError(
-            f"unknown architecture {name!r}; supported: {', '.join(archs) or '(none)'}"
-        )
-    return archs[name]
+    """The architecture ``name``, importing its family module on first use.
+
+    Raises:
+        UnknownArchitectureError: no such architecture; the message lists the supported ones.
+    """
+    if name not in _REGISTRY and name in ARCHITECTURE_MODULES:
+        importlib.import_module(f"jsuff.models.{ARCHITECTURE_MODULES[name]}")
+    if name not in _REGISTRY:
+        supported = sorted(set(ARCHITECTURE_MODULES) | set(_REGISTRY))
+        raise UnknownArchitectureError(f"unknown architecture {name!r}; supported: {', '.join(supported)}")
+    return _REGISTRY[name]
 
 
 def abstract_state(arch: str, config: Mapping[str, Any]) -> nnx.State:
@@ -566,6 +628,25 @@ def _restore(ckpt: Any, params_dir: Path, target: dict, renamed: Sequence[tuple[
     return ckpt.restore(params_dir, target)
 
 
+def _checkpointer(ocp: Any) -> Any:
+    """orbax's checkpointer for reading a model directory in this process alone. Under
+    ``jax.distributed`` (a study shared by several processes) orbax would otherwise make every
+    process take part in each restore; here each process loads its models on its own."""
+    if jax.process_count() == 1:
+        return ocp.StandardCheckpointer()
+    only_me = ocp.options.MultiprocessingOptions(primary_host=None, active_processes={jax.process_index()})
+    return ocp.StandardCheckpointer(multiprocessing_options=only_me)
+
+
+def _this_process(target: dict) -> dict:
+    """``target`` placed on this process's first device when there are several processes (the
+    saved single-device sharding names a device another process may own)."""
+    if jax.process_count() == 1:
+        return target
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), target)
+
+
 def _read_meta(root: Path) -> dict[str, Any]:
     """``model.json`` of ``root``, with every field's type checked (the file is user input)."""
     meta_path = root / MODEL_JSON
@@ -660,8 +741,8 @@ def load_model(path: str | os.PathLike) -> Model:
             stacklevel=2,
         )
     try:
-        ckpt = ocp.StandardCheckpointer()
-        restored = _restore(ckpt, root / PARAMS_DIR, nnx.to_pure_dict(state), spec.renamed)
+        ckpt = _checkpointer(ocp)
+        restored = _restore(ckpt, root / PARAMS_DIR, _this_process(nnx.to_pure_dict(state)), spec.renamed)
         ckpt.close()
     except ModelError:
         raise

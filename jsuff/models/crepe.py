@@ -43,6 +43,21 @@ from jsuff.models._family import FamilyConfig
 from jsuff.models.logmel import frame_signal
 from jsuff.models.base import Architecture, ModelError, register
 
+__all__ = [
+    "BN_EPS",
+    "CAPACITIES",
+    "CENTS_OFFSET",
+    "CENTS_PER_BIN",
+    "PITCH_BINS",
+    "SAMPLE_RATE",
+    "WINDOW",
+    "bin_cents",
+    "bin_frequency",
+    "Crepe",
+    "CrepeConfig",
+    "labels",
+]
+
 SAMPLE_RATE = 16000
 WINDOW = 1024
 PITCH_BINS = 360

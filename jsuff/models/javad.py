@@ -51,6 +51,25 @@ from jsuff.models._family import FamilyConfig
 from jsuff.models.logmel import frame_signal, windowed
 from jsuff.models.base import Architecture, ModelError, register
 
+__all__ = [
+    "BALANCED",
+    "BN_EPS",
+    "FPS",
+    "HOP",
+    "LN_EPS",
+    "N_FFT",
+    "PRECISE",
+    "SAMPLE_RATE",
+    "TINY",
+    "VARIANTS",
+    "AttentionBlock",
+    "ConvReluBN",
+    "DirectionalConv",
+    "JaVAD",
+    "JavadConfig",
+    "sinusoids",
+]
+
 SAMPLE_RATE = 16000
 N_FFT = 400
 HOP = 160

@@ -67,6 +67,17 @@ from jsuff.models._family import FamilyConfig, init_rngs
 from jsuff.models.base import Architecture, InputPolicy, register
 from jsuff.models.logmel import frame_signal, mel_filter_bank, windowed
 
+__all__ = [
+    "ARCH",
+    "build",
+    "ConvBlock",
+    "log_mel",
+    "mel_filterbank",
+    "MelCnn",
+    "MelCnnConfig",
+    "power_spectrogram",
+]
+
 ARCH = "melcnn"
 _POOLINGS = ("mean", "max")
 

@@ -46,6 +46,21 @@ from jsuff.models._family import FamilyConfig
 from jsuff.models.logmel import frame_signal, windowed
 from jsuff.models.base import Architecture, ModelError, register
 
+__all__ = [
+    "EPS",
+    "HOP",
+    "N_FFT",
+    "N_FRAMES",
+    "N_MELS",
+    "PREEMPHASIS",
+    "SAMPLE_RATE",
+    "TEACHER",
+    "WIN_LENGTH",
+    "WINDOW",
+    "PulseConfig",
+    "PulseVAD",
+]
+
 SAMPLE_RATE = 16000
 WINDOW = 3200  # samples per decision (200 ms)
 N_FFT = 512

@@ -59,6 +59,17 @@ from jsuff.models._family import FamilyConfig, init_rngs
 from jsuff.models.base import Architecture, InputPolicy, Model, Params, get_architecture, register
 from jsuff.models.sinc import mel_sinc_filters, odd_kernel_size, sinc_conv
 
+__all__ = [
+    "ARCH",
+    "LABELS",
+    "build",
+    "GRULayer",
+    "hidden_apply",
+    "RawNet2",
+    "RawNet2Config",
+    "ResidualBlock1d",
+]
+
 ARCH = "rawnet2"
 LABELS = ("spoof", "bonafide")
 

@@ -44,6 +44,20 @@ from jsuff.models._detectors import speech_logits
 from jsuff.models._family import FamilyConfig
 from jsuff.models.base import Architecture, ModelError, register
 
+__all__ = [
+    "CHUNK",
+    "CONTEXT",
+    "ENCODER",
+    "HIDDEN",
+    "HOP",
+    "N_FFT",
+    "RIGHT_PAD",
+    "SAMPLE_RATE",
+    "SileroConfig",
+    "SileroVAD",
+    "timestamps_found",
+]
+
 SAMPLE_RATE = 16000
 CHUNK = 512  # samples per probability (32 ms)
 CONTEXT = 64  # samples of the previous chunk prepended to each chunk

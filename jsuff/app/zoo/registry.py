@@ -283,9 +283,9 @@ def load_zoo(
         ModelError: a recorded model directory that cannot be loaded (the reason is named).
 
     Example:
-        >>> models = load_zoo()  # doctest: +SKIP
-        >>> sorted(models)  # doctest: +SKIP
-        ['ast', 'melcnn', 'rawnet2', 'wav2vec2']
+        >>> models = load_zoo(names=["melcnn"])
+        >>> models["melcnn"].labels, models["melcnn"].sample_rate
+        (('pulse', 'bright', 'low', 'chord', 'hiss'), 16000)
     """
     root = Path(directory or ZOO_DIR)
     recorded = read_zoo_json(root).get("members", {})
@@ -303,8 +303,10 @@ def zoo_accuracy(directory: str | os.PathLike | None = None) -> dict[str, float]
     """Each recorded member's held-out (test split) accuracy, from ``zoo.json``.
 
     Example:
-        >>> zoo_accuracy()  # doctest: +SKIP
-        {'ast': 0.93, 'melcnn': 0.97, 'rawnet2': 0.9, 'wav2vec2': 0.91}
+        >>> sorted(zoo_accuracy())
+        ['ast', 'melcnn', 'rawnet2', 'wav2vec2']
+        >>> all(0.0 <= a <= 1.0 for a in zoo_accuracy().values())
+        True
     """
     members = read_zoo_json(directory).get("members", {})
     return {n: float(r["test_accuracy"]) for n, r in sorted(members.items())}
