@@ -3,7 +3,7 @@
 Every script builds its models here so that "the same model" means the same thing everywhere:
 
 * ``bandpower``: the toy read-out of band energies (cheap; used where clip length must reach 30 s);
-* ``wav2vec2-<size>`` / ``hubert-<size>``: a transformers model built from a config with seeded
+* ``wav2vec2-<size>`` / ``hubert-<size>`` / ``wavlm-<size>``: a transformers model built from a config with seeded
   random weights, saved with ``save_pretrained`` and converted through ``converters.convert``
   (the public path), sizes from :data:`W2V2_SIZES` (``tiny``, ``mini``, ``small``, ``base``);
 * ``ast-<size>``: the same for the Audio Spectrogram Transformer (``tiny``, ``small``).
@@ -54,6 +54,13 @@ AST_SIZES: dict[str, dict[str, Any]] = {
 
 NUM_LABELS = 10
 
+# transformers (config, classifier) classes of the families built at the W2V2_SIZES sizes.
+_W2V2_CLASSES: dict[str, tuple[str, str]] = {
+    "wav2vec2": ("Wav2Vec2Config", "Wav2Vec2ForSequenceClassification"),
+    "hubert": ("HubertConfig", "HubertForSequenceClassification"),
+    "wavlm": ("WavLMConfig", "WavLMForSequenceClassification"),
+}
+
 
 @dataclasses.dataclass(frozen=True)
 class BenchModel:
@@ -76,7 +83,7 @@ class BenchModel:
 def model_names() -> list[str]:
     return (
         ["bandpower"]
-        + [f"{f}-{s}" for f in ("wav2vec2", "hubert") for s in W2V2_SIZES]
+        + [f"{f}-{s}" for f in _W2V2_CLASSES for s in W2V2_SIZES]
         + [f"ast-{s}" for s in AST_SIZES]
     )
 
@@ -96,10 +103,8 @@ def build(name: str) -> BenchModel:
     if name == "bandpower":
         return bandpower()
     family, _, size = name.partition("-")
-    if family in ("wav2vec2", "hubert") and size in W2V2_SIZES:
-        cfg_cls, model_cls = ("Wav2Vec2Config", "Wav2Vec2ForSequenceClassification") if family == "wav2vec2" else (
-            "HubertConfig", "HubertForSequenceClassification")
-        return _converted(name, cfg_cls, model_cls, W2V2_SIZES[size], _w2v2_inputs)
+    if family in _W2V2_CLASSES and size in W2V2_SIZES:
+        return _converted(name, *_W2V2_CLASSES[family], W2V2_SIZES[size], _w2v2_inputs)
     if family == "ast" and size in AST_SIZES:
         return _converted(name, "ASTConfig", "ASTForAudioClassification", AST_SIZES[size], _ast_inputs)
     raise ValueError(f"unknown benchmark model {name!r}; choose from {model_names()}")
@@ -156,7 +161,7 @@ def candidates(seconds: float, batch: int, seed: int = 0) -> tuple[np.ndarray, n
 def candidate_logits(
     model: Any, x: np.ndarray, masks: np.ndarray, compute_dtype: str = "float32"
 ) -> tuple[float, Callable[[], Any], Any]:
-    """Compile the search's candidate evaluation (``jsuff.search.masked_logits``: masks, rfft
+    """Compile the search's candidate evaluation (``jsuff.evaluate.masked_logits``: masks, rfft
     synthesis, the model) for one batch; returns ``(compile_s, run, compiled)`` where ``run()``
     gives the float32 logits ``[B, C]``, ready (``block_until_ready``), and ``compiled`` is the
     XLA executable (for ``cost_analysis()``)."""
@@ -164,7 +169,7 @@ def candidate_logits(
     import jax.numpy as jnp
 
     from jsuff.domains import RFFT
-    from jsuff.search import masked_logits
+    from jsuff.evaluate import masked_logits
 
     coeffs = jax.vmap(RFFT().analyze)(jnp.asarray(x)[None])
     jm = jnp.asarray(masks)

@@ -10,7 +10,7 @@ and the same converted model (a transformers model with seeded random weights, c
   reported apart, ``block_until_ready`` on every call;
 * PyTorch: ``torch.fft.irfft`` of the masked coefficients and the transformers forward in eager
   mode under ``torch.no_grad()``, batched, ``torch.set_num_threads(os.cpu_count())``. The front
-  end is included on both sides: for wav2vec2/HuBERT the zero-mean unit-variance normalisation (in
+  end is included on both sides: for wav2vec2/HuBERT/WavLM the zero-mean unit-variance normalisation (in
   torch); for AST the Hugging Face feature extractor's Kaldi fbank, which is NumPy (reported apart
   in ``torch_frontend_s``, since torchaudio cannot be used here).
 
@@ -19,7 +19,7 @@ share of candidates on which the two give the same label (a sanity check, not a 
 
 Usage::
 
-    python -m benchmarks.candidates_vs_torch                       # wav2vec2/HuBERT mini, AST tiny
+    python -m benchmarks.candidates_vs_torch                       # wav2vec2/HuBERT/WavLM mini, AST tiny
     python -m benchmarks.candidates_vs_torch --models wav2vec2-small --batch 8 --seconds 2
 """
 
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks import _common as C
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--models", default="wav2vec2-mini,hubert-mini,ast-tiny", help=f"of {C.model_names()[1:]}")
+    p.add_argument("--models", default="wav2vec2-mini,hubert-mini,wavlm-mini,ast-tiny", help=f"of {C.model_names()[1:]}")
     p.add_argument("--batch", type=int, default=16, help="candidates per call (both sides)")
     p.add_argument("--seconds", type=float, default=1.0, help="clip length (16 kHz)")
     p.add_argument("--repeats", type=int, default=3, help="timed batches (median kept)")

@@ -4,7 +4,7 @@ Two measurements on the default JAX device, both warm, ``block_until_ready`` on 
 
 1. **Peak**: a large square ``jnp.dot`` in bfloat16 (float32 accumulation, as XLA does on GPU),
    ``2 N^3`` FLOPs per call; the best of a few sizes is the measured peak (TFLOP/s).
-2. **Candidate evaluation**: the search's own evaluation call (``jsuff.search.masked_logits``:
+2. **Candidate evaluation**: the search's own evaluation call (``jsuff.evaluate.masked_logits``:
    keep-masks over the rfft grid, synthesis, the model) for a batch of candidates of a
    wav2vec2-base-sized classifier (7 convs of 512, 12 layers of 768; random weights, built
    directly in Flax), with ``compute_dtype="bfloat16"``. FLOPs per call come from XLA's

@@ -1,7 +1,7 @@
 """bfloat16 against float32 candidate evaluation (``SearchConfig(compute_dtype="bfloat16")``).
 
 On the same clip and the same ``batch`` random keep-masks over its rfft grid, the search's
-candidate evaluation (``jsuff.search.masked_logits``: masks, rfft synthesis in float32, the model)
+candidate evaluation (``jsuff.evaluate.masked_logits``: masks, rfft synthesis in float32, the model)
 runs once in float32 and once in bfloat16. Reported per model: the share of candidates whose
 top-1 label agrees, the largest logit difference, time per batch in each dtype and the speed-up.
 Then one search per dtype on the same clip and key: whether the target agrees, the overlap of
@@ -11,7 +11,7 @@ CPU bfloat16 speed is **not** representative: x86 CPUs without AMX/AVX512-BF16 e
 arithmetic (convert, compute in float32, round), so it is often slower than float32 here. The
 speed that matters is on an accelerator (``benchmarks/gpu_peak.py``). What this script does show
 on any machine is agreement. Which layers really run in bfloat16 depends on the model (see
-``jsuff.search.model_logits``): wav2vec2/HuBERT run their convolutions and transformer in
+``jsuff.evaluate.model_logits``): wav2vec2/HuBERT run their convolutions and transformer in
 bfloat16; AST computes its fbank in float32 and its layers then promote to float32 with
 bfloat16-rounded weights; ``bandpower``'s FFT needs float32 input and is refused.
 

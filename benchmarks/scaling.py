@@ -19,13 +19,21 @@ Sweeps (each against a baseline of the ``bandpower`` toy on a 1 s, 16 kHz clip, 
 * ``grid``: rfft against stft (``n_fft`` 512, ``hop`` 128: 257 x frames tiles) at 1 s and 5 s;
 * ``devices``: 1, 2, 4 forced host devices, ``explain_many`` of 4 clips with the candidate batch
   sharded over a mesh. Host devices share the machine's cores: on a 2-core CPU more of them
-  cannot be faster, this only shows the sharded path works and what it costs.
+  cannot be faster, this only shows the sharded path works and what it costs;
+* ``processes``: a whole ``jsuff study`` (two bandpower models, 16 clips of 1 s, 2 clips per unit:
+  16 explanation units) run by 1 and by 2 local processes (``jax.distributed`` over 127.0.0.1, one
+  CPU device each), timed from the first start to the last exit, per explanation. Every process
+  compiles its own programs (JAX's persistent compilation cache would not help process 1: it is
+  keyed by device and written by process 0 only), so the time includes that; ``fixed_s`` is the
+  wall time of the same study resumed with nothing left to do (starting Python and JAX, loading
+  the models, the tables), and ``work_s_per_explanation`` the rest per explanation.
 
 Usage::
 
     python -m benchmarks.scaling            # every sweep (about 10 minutes on two cores)
     python -m benchmarks.scaling --quick    # fewer points, fewer iterations (about 3 minutes)
     python -m benchmarks.scaling --sweeps length,devices --model ast-tiny
+    python -m benchmarks.scaling --sweeps processes
 """
 
 from __future__ import annotations
@@ -33,8 +41,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +77,8 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
     rss_before = C.max_rss_mib()
 
     def explain() -> Any:
-        return explain_many(apply_fn, params, clips, domain=domain, config=config, extract=ext, key=key, mesh=mesh)
+        return explain_many(apply_fn, params, clips, domain=domain, config=config, extract=ext, key=key, mesh=mesh,
+                            quiet=True)
 
     first_s, _ = C.timed(explain)
     explain_s, exps = C.timed(explain)
@@ -111,7 +123,70 @@ def cases(sweeps: list[str], quick: bool, model: str) -> list[dict[str, Any]]:
                 for g in ("rfft", "stft")]
     if "devices" in sweeps:
         out += [dict(base, sweep="devices", devices=d, clips=4) for d in (1, 2, 4)]
+    if "processes" in sweeps:
+        out += [dict(base, sweep="processes", processes=n, clips=16) for n in (1, 2)]
     return out
+
+
+def _study_workspace(root: Path, case: dict[str, Any]) -> Path:
+    """Two bandpower models (band edges apart by 10%) and ``clips`` clips of the benchmark; the TOML."""
+    from benchmarks import _common as C
+    from jsuff.models import build_model, save_model
+
+    for name, shift in (("bands", 1.0), ("shifted", 1.1)):
+        edges = np.geomspace(50.0 * shift, C.SAMPLE_RATE / 2 / 1.1 * shift, C.NUM_LABELS + 1)
+        config = {"sample_rate": C.SAMPLE_RATE, "bands": [[float(a), float(b)] for a, b in zip(edges[:-1], edges[1:])]}
+        model = build_model("bandpower", config, sample_rate=C.SAMPLE_RATE,
+                            labels=[f"band{i}" for i in range(C.NUM_LABELS)])
+        save_model(model, root / "models" / name)
+    import soundfile as sf
+
+    for i in range(case["clips"]):
+        (root / "data").mkdir(exist_ok=True)
+        sf.write(root / "data" / f"clip_{i:03d}.wav", C.clip(i, case["seconds"]), C.SAMPLE_RATE)
+    toml = root / "study.toml"
+    toml.write_text(
+        'task = "scaling"\nmodels = ["models/bands", "models/shifted"]\nclips_per_batch = 2\nn_boot = 50\n'
+        f'[data]\npath = "data"\nduration = {case["seconds"]}\nsample_rate = {C.SAMPLE_RATE}\n'
+        f'[search]\niters = {case["iters"]}\nmax_batch = {case["max_batch"]}\n'
+    )
+    return toml
+
+
+def _run_study(toml: Path, out: Path, processes: int, env: dict[str, str], timeout: float, *extra: str) -> float:
+    """Wall seconds of ``jsuff study`` run by ``processes`` local processes (first start to last exit)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    base = [sys.executable, "-m", "jsuff", "study", str(toml), "--out", str(out), "--quiet", "--no-report", *extra]
+    many = ["--coordinator", f"127.0.0.1:{port}", "--num-processes", str(processes)]
+    cmds = [base] if processes == 1 else [base + many + ["--process-id", str(i)] for i in range(processes)]
+    t0 = time.perf_counter()
+    procs = [subprocess.Popen(c, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for c in cmds]
+    for p in procs:
+        _, err = p.communicate(timeout=timeout)
+        if p.returncode != 0:
+            raise RuntimeError((err.strip().splitlines() or ["no output"])[-1])
+    return time.perf_counter() - t0
+
+
+def run_processes(case: dict[str, Any], timeout: float, scratch: Path) -> dict[str, Any]:
+    """The ``processes`` sweep's case: one study, timed as a whole (see the module docstring)."""
+    ws = scratch / "workspace"
+    toml = ws / "study.toml" if (ws / "study.toml").exists() else _study_workspace(ws, case)
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1",
+               PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    try:
+        out = scratch / f"out_{case['processes']}"
+        wall = _run_study(toml, out, case["processes"], env, timeout)
+        summary = json.loads((out / "summary.json").read_text())
+        fixed = _run_study(toml, out, case["processes"], env, timeout, "--resume")  # nothing left to do
+    except (RuntimeError, subprocess.TimeoutExpired) as e:
+        return {**case, "error": str(e)}
+    n = len(summary["models"]) * summary["clips"]
+    return {**case, "explanations": n, "wall_s": wall, "wall_s_per_explanation": wall / n, "fixed_s": fixed,
+            "work_s_per_explanation": (wall - fixed) / n, "explain_s_process0": summary["explain_seconds_this_run"]}
 
 
 def _subprocess(case: dict[str, Any], timeout: float) -> dict[str, Any]:
@@ -135,7 +210,7 @@ def growth_exponent(xs: list[float], ys: list[float]) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--sweeps", default="batch,length,grid,devices")
+    p.add_argument("--sweeps", default="batch,length,grid,devices,processes")
     p.add_argument("--model", default="bandpower")
     p.add_argument("--quick", action="store_true", help="fewer points and iterations")
     p.add_argument("--timeout", type=float, default=300, help="seconds per case")
@@ -150,18 +225,24 @@ def main(argv: list[str] | None = None) -> int:
 
     out = args.out or C.RESULTS / ("scaling_quick.json" if args.quick else "scaling.json")
     sweeps = args.sweeps.split(",")
-    unknown = set(sweeps) - {"batch", "length", "grid", "devices"}
+    unknown = set(sweeps) - {"batch", "length", "grid", "devices", "processes"}
     if unknown:
         p.error(f"unknown sweeps {sorted(unknown)}")
     env = C.environment()
     C.print_env(env)
-    cols = ["sweep", "seconds", "grid", "cells", "max_batch", "devices", "clips", "compile_s", "explain_s_per_clip",
-            "search_s", "extract_s", "levels", "s_per_level", "queries", "ms_per_query", "peak_rss_mib", "error"]
+    cols = ["sweep", "seconds", "grid", "cells", "max_batch", "devices", "processes", "clips", "compile_s",
+            "explain_s_per_clip", "search_s", "extract_s", "levels", "s_per_level", "queries", "ms_per_query",
+            "peak_rss_mib", "explanations", "wall_s", "wall_s_per_explanation", "fixed_s", "work_s_per_explanation",
+            "error"]
     rows = []
-    for case in cases(sweeps, args.quick, args.model):
-        row = _subprocess(case, args.timeout)
-        rows.append(row)
-        C.print_row(row, cols)
+    with tempfile.TemporaryDirectory() as scratch:
+        for case in cases(sweeps, args.quick, args.model):
+            if case["sweep"] == "processes":
+                row = run_processes(case, args.timeout, Path(scratch))
+            else:
+                row = _subprocess(case, args.timeout)
+            rows.append(row)
+            C.print_row(row, cols)
     growth = {}
     ok = [r for r in rows if r["sweep"] == "length" and "error" not in r]
     if len(ok) >= 2:

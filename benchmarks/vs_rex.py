@@ -39,6 +39,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import statistics
@@ -85,7 +86,7 @@ class RexPrediction:
         import jax.numpy as jnp
 
         from jsuff.domains import RFFT, Coefficients
-        from jsuff.search import class_logits
+        from jsuff.evaluate import class_logits
 
         self.R, self.params, self.batch, self.queries = R, params, batch, 0
         grid = RFFT().grid_shape(num_samples)
@@ -193,10 +194,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import jax
 
-    from jsuff import ExtractConfig, Oracle, SearchConfig, explain
+    from jsuff import ExtractConfig, SearchConfig, explain
     from jsuff.domains import RFFT
-    from jsuff.extract import extract
-    from jsuff.search import predict as jsuff_predict
+    from jsuff.extract import extract, for_clips
 
     R = _import_rex()
     from importlib.metadata import version
@@ -215,17 +215,20 @@ def main(argv: list[str] | None = None) -> int:
         compile_s = None
         for i, (seed, x) in enumerate(clips):
             key = jax.random.key(seed)
+            def run() -> Any:  # quiet: no progress lines or cost calibration inside the timing
+                return explain(apply_fn, params, x, config=config, extract=ext, key=key, quiet=True)
+
             if compile_s is None:  # first call compiles every stage of the search and extraction
-                compile_s, _ = C.timed(lambda: explain(apply_fn, params, x, config=config, extract=ext, key=key))
-            js_s, e = C.timed(lambda: explain(apply_fn, params, x, config=config, extract=ext, key=key))
+                compile_s, _ = C.timed(run)
+            js_s, e = C.timed(run)
             r = run_rex(R, predict, x, iters=args.iters, depth=args.depth, min_box=args.min_box,
                         batch=args.max_batch, seed=seed)
             coeffs = RFFT().analyze(jax.numpy.asarray(x))
             rex_wave = RFFT().synthesize(coeffs, jax.numpy.asarray(r["mask"]))[None]
-            rex_ok_by_jsuff = int(np.asarray(jsuff_predict(apply_fn, params, rex_wave)).argmax()) == e.target
-            oracle = Oracle.for_clip(apply_fn, params, RFFT(), x, target=r["target"], chunk_size=args.min_box,
-                                     max_batch=args.max_batch)
-            from_rex_map = extract(oracle, r["map"], ext)
+            rex_ok_by_jsuff = _top1(apply_fn, params, rex_wave)[0] == e.target
+            problem, _ = for_clips(apply_fn, params, RFFT(), x, dataclasses.replace(ext, chunk_size=args.min_box),
+                                   targets=r["target"], max_batch=args.max_batch)
+            (from_rex_map,) = extract(problem, r["map"][None])
             row = {
                 "model": name, "clip_seed": seed, "seconds_audio": args.seconds, "bins": e.mask.size,
                 "iters": args.iters, "depth": args.depth, "min_box": args.min_box,
@@ -266,17 +269,23 @@ def main(argv: list[str] | None = None) -> int:
 def _pick_clips(apply_fn: Any, params: Any, t: int, n: int, seconds: float) -> list[tuple[int, np.ndarray]]:
     """``n`` test clips whose label differs from the empty signal's (else the answer is trivial)."""
     from benchmarks import _common as C
-    from jsuff.search import predict
 
-    empty = int(np.asarray(predict(apply_fn, params, np.zeros((1, t), np.float32))).argmax())
+    empty = _top1(apply_fn, params, np.zeros((1, t), np.float32))[0]
     out = []
     for seed in range(200):
         x = C.clip(seed, seconds)
-        if int(np.asarray(predict(apply_fn, params, x[None])).argmax()) != empty:
+        if _top1(apply_fn, params, x[None])[0] != empty:
             out.append((seed, x))
             if len(out) == n:
                 return out
     raise RuntimeError(f"fewer than {n} of 200 clips get a label other than the empty signal's ({empty})")
+
+
+def _top1(apply_fn: Any, params: Any, waveforms: Any) -> list[int]:
+    """The model's label on each waveform (a one-logit model read as binary, as jsuff does)."""
+    from jsuff.evaluate import class_logits, predict
+
+    return np.asarray(class_logits(predict(apply_fn, params, waveforms))).argmax(-1).tolist()
 
 
 if __name__ == "__main__":

@@ -77,6 +77,8 @@ def convert(
 ) -> Model:
     """Convert ``src`` (a checkpoint file or a Hugging Face folder) and save it at ``dest``.
 
+    A state dict file with a Hugging Face ``config`` converts as the folder holding the two would.
+
     Nothing is written at ``dest`` unless the whole conversion succeeds.
 
     Raises:
@@ -88,6 +90,11 @@ def convert(
     # the converter whose detect() recognises it locates the file.
     if not str(src).startswith("pkg:") and not src.exists():
         raise ConversionError(f"source not found: {src}")
+    from converters._hf_state_dict import as_hf_folder, is_hf_config
+
+    if config is not None and src.is_file() and is_hf_config(config):  # a state dict + its config.json
+        with as_hf_folder(src, Path(config)) as folder:
+            return convert(folder, dest, arch=arch, config=config, overwrite=overwrite)
     convs = supported()
     if arch is None:
         found = [c for c in convs.values() if c.detect is not None and c.detect(src)]

@@ -19,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from converters._hf_classifier import HFClassifier
+from converters._hf_classifier import HFClassifier, HFFolder
 from converters._rules import conv, layer_norm, linear
 from converters.common import ConversionError
 from jsuff.models.ast import ASTConfig
@@ -56,10 +56,10 @@ _P = "audio_spectrogram_transformer."
 
 # Per encoder layer: (name on disk, name in transformers 5 modules, jsuff path).
 _LAYER = (
-    ("attention.attention.query", "attention.q_proj", "attn/query"),
-    ("attention.attention.key", "attention.k_proj", "attn/key"),
-    ("attention.attention.value", "attention.v_proj", "attn/value"),
-    ("attention.output.dense", "attention.o_proj", "attn/out"),
+    ("attention.attention.query", "attention.q_proj", "attn/q_proj"),
+    ("attention.attention.key", "attention.k_proj", "attn/k_proj"),
+    ("attention.attention.value", "attention.v_proj", "attn/v_proj"),
+    ("attention.output.dense", "attention.o_proj", "attn/out_proj"),
     ("intermediate.dense", "mlp.fc1", "mlp/fc1"),
     ("output.dense", "mlp.fc2", "mlp/fc2"),
 )
@@ -95,8 +95,9 @@ def _square(value: Any, what: str, src: Path) -> int:
     return int(value)
 
 
-def jsuff_config(hf: dict[str, Any], pre: dict[str, Any], num_labels: int, src: Path) -> ASTConfig:
+def jsuff_config(folder: HFFolder) -> ASTConfig:
     """The jsuff :class:`ASTConfig` for a HF config and extractor config (defaults applied)."""
+    hf, pre, src = folder.config, folder.preprocessor, folder.src
     for key in ("num_mel_bins", "max_length"):
         if int(pre[key]) != int(hf[key]):
             raise ConversionError(
@@ -116,7 +117,7 @@ def jsuff_config(hf: dict[str, Any], pre: dict[str, Any], num_labels: int, src: 
         time_stride=int(hf["time_stride"]),
         max_length=int(hf["max_length"]),
         num_mel_bins=int(hf["num_mel_bins"]),
-        num_labels=num_labels,
+        num_labels=len(folder.labels),
         sample_rate=int(pre["sampling_rate"]),
         mean=float(pre["mean"]),
         std=float(pre["std"]),

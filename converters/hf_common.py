@@ -85,8 +85,8 @@ def read_hf_folder(folder: str | Path, config_file: str | Path | None = None) ->
             file, or a shard index that names a missing shard; the message names the file.
 
     Example:
-        >>> ckpt = read_hf_folder("checkpoints/distilhubert-gtzan")  # doctest: +SKIP
-        >>> ckpt.config["model_type"], len(ckpt.state_dict)  # doctest: +SKIP
+        >>> ckpt = read_hf_folder("checkpoints/distilhubert-gtzan")  # needs a downloaded checkpoint  # doctest: +SKIP
+        >>> ckpt.config["model_type"], len(ckpt.state_dict)  # needs a downloaded checkpoint  # doctest: +SKIP
         ('hubert', 76)
     """
     root = Path(folder)

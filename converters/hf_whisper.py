@@ -17,10 +17,9 @@ Example:
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from converters._hf_classifier import HFClassifier
+from converters._hf_classifier import HFClassifier, HFFolder
 from converters._rules import conv, layer_norm, linear
 from converters.common import ConversionError
 from jsuff.models.whisper import WhisperConfig
@@ -54,10 +53,10 @@ RULES: list[tuple[str, str, str]] = [
     *conv("encoder.conv1", "conv1", "conv1d"),
     *conv("encoder.conv2", "conv2", "conv1d"),
     ("encoder.embed_positions.weight", "embed_positions", "identity"),
-    *linear(_L + "self_attn.q_proj", "layers/{i}/attn/query"),
-    ("encoder.layers.{i}.self_attn.k_proj.weight", "layers/{i}/attn/key/kernel", "linear"),  # no bias in HF
-    *linear(_L + "self_attn.v_proj", "layers/{i}/attn/value"),
-    *linear(_L + "self_attn.out_proj", "layers/{i}/attn/out"),
+    *linear(_L + "self_attn.q_proj", "layers/{i}/attn/q_proj"),
+    ("encoder.layers.{i}.self_attn.k_proj.weight", "layers/{i}/attn/k_proj/kernel", "linear"),  # no bias in HF
+    *linear(_L + "self_attn.v_proj", "layers/{i}/attn/v_proj"),
+    *linear(_L + "self_attn.out_proj", "layers/{i}/attn/out_proj"),
     *layer_norm(_L + "self_attn_layer_norm", "layers/{i}/attn_norm"),
     *layer_norm(_L + "final_layer_norm", "layers/{i}/mlp_norm"),
     *linear(_L + "fc1", "layers/{i}/mlp/fc1"),
@@ -69,8 +68,9 @@ RULES: list[tuple[str, str, str]] = [
 ]
 
 
-def jsuff_config(hf: dict[str, Any], pre: dict[str, Any], num_labels: int, src: Path) -> WhisperConfig:
+def jsuff_config(folder: HFFolder) -> WhisperConfig:
     """The jsuff :class:`WhisperConfig` for a HF config and extractor config (defaults applied)."""
+    hf, pre, src = folder.config, folder.preprocessor, folder.src
     if int(pre["feature_size"]) != int(hf["num_mel_bins"]):
         raise ConversionError(
             f"{src}: preprocessor_config feature_size={pre['feature_size']} but config.json "
@@ -86,7 +86,7 @@ def jsuff_config(hf: dict[str, Any], pre: dict[str, Any], num_labels: int, src: 
         num_mel_bins=int(hf["num_mel_bins"]),
         use_weighted_layer_sum=bool(hf["use_weighted_layer_sum"]),
         classifier_proj_size=int(hf["classifier_proj_size"]),
-        num_labels=num_labels,
+        num_labels=len(folder.labels),
         sample_rate=int(pre["sampling_rate"]),
         n_fft=int(pre["n_fft"]),
         hop_length=int(pre["hop_length"]),

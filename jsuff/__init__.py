@@ -1,58 +1,86 @@
-"""jsuff: minimal sufficient signals for audio classifiers, and whether models agree on them."""
+"""jsuff: minimal sufficient signals for audio classifiers, and whether models agree on them.
 
-from jsuff.audio import AudioError, load_audio, resample, validate_waveform, write_wav
-from jsuff.domains import RFFT, STFT, Coefficients, Domain, Time, get_domain
+The names a researcher needs are here; everything else is in its module (``jsuff.domains``,
+``jsuff.search``, ``jsuff.extract``, ``jsuff.evaluate``, ``jsuff.transfer``, ``jsuff.info``,
+``jsuff.models``, ``jsuff.audio``, ``jsuff.app`` ...). ``import jsuff`` loads JAX and the explanation
+path (audio, domains, search, extraction); the statistics (and pandas), the models (and Flax, each
+family when it is first needed) and the submodules load on first use (PEP 562).
+
+Example:
+    >>> import jsuff
+    >>> jsuff.explain                  # the function (its module is jsuff.explain too)
+    <function explain at ...>
+    >>> jsuff.RFFT().grid_shape(16000)
+    (8001,)
+    >>> jsuff.transfer.flat_earthers is jsuff.flat_earthers   # a module and a name, loaded on first use
+    True
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# `explain` is also the name of its module: importing the module binds `jsuff.explain` to it, so the
+# function is bound here, eagerly, after that import (the explanation path is light: JAX, no pandas).
+from jsuff.audio import load_audio
+from jsuff.cost import CostWarning, estimate_cost
+from jsuff.domains import RFFT, STFT, Time
 from jsuff.explain import Explanation, explain, explain_many
-from jsuff.extract import ExtractConfig, Extraction, Oracle
-from jsuff.models import InputPolicy, Model, ModelError, load_model
-from jsuff.search import SearchConfig, SearchResult, responsibility_loop, responsibility_maps
+from jsuff.extract import ExtractConfig
+from jsuff.search import SearchConfig, responsibility_maps
 
-# Transferability and information statistics (jsuff.transfer, jsuff.info).
-from jsuff import info, transfer
-from jsuff.info import (
-    classification_metrics,
-    mutual_information,
-    normalized_mutual_information,
-    pairwise_information,
-)
-from jsuff.transfer import LabelArrayError, TransferResult, flat_earthers, transfer_analysis
+if TYPE_CHECKING:
+    from jsuff.info import classification_metrics, pairwise_information
+    from jsuff.models.base import Model, load_model
+    from jsuff.transfer import flat_earthers, transfer_analysis
 
 __version__ = "0.1.0"
 
 __all__ = [
     "RFFT",
     "STFT",
-    "AudioError",
-    "Coefficients",
-    "Domain",
+    "CostWarning",
     "Explanation",
     "ExtractConfig",
-    "Extraction",
-    "InputPolicy",
     "Model",
-    "ModelError",
-    "Oracle",
     "SearchConfig",
-    "SearchResult",
     "Time",
+    "classification_metrics",
+    "estimate_cost",
     "explain",
     "explain_many",
-    "get_domain",
+    "flat_earthers",
     "load_audio",
     "load_model",
-    "resample",
-    "responsibility_loop",
-    "responsibility_maps",
-    "validate_waveform",
-    "write_wav",
-    "LabelArrayError",
-    "TransferResult",
-    "classification_metrics",
-    "flat_earthers",
-    "info",
-    "mutual_information",
-    "normalized_mutual_information",
     "pairwise_information",
-    "transfer",
+    "responsibility_maps",
     "transfer_analysis",
 ]
+
+# The public names whose modules are imported on first use, and where they live.
+_LAZY = {
+    "Model": "jsuff.models.base",
+    "load_model": "jsuff.models.base",
+    "transfer_analysis": "jsuff.transfer",
+    "flat_earthers": "jsuff.transfer",
+    "pairwise_information": "jsuff.info",
+    "classification_metrics": "jsuff.info",
+}
+_SUBMODULES = ("app", "audio", "cost", "domains", "evaluate", "extract", "info", "intervals", "labels", "models",
+               "progress", "search", "transfer")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"{__name__}.{name}")
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY, *_SUBMODULES})

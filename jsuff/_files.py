@@ -94,20 +94,23 @@ def _holder(lock: Path) -> str:
         h = json.loads(lock.read_text() or "{}")
     except (OSError, ValueError):
         return "an unknown process (its lock file is unreadable)"
+    n = h.get("processes")
+    run = f", process 0 of a {n}-process run" if isinstance(n, int) and n > 1 else ""
     return (
         f"process {h.get('pid', '?')} on host {h.get('host', '?')} since {h.get('started', '?')}"
-        f" ({h.get('command', '?')})"
+        f" ({h.get('command', '?')}{run})"
     )
 
 
 @contextlib.contextmanager
-def folder_lock(folder: Path, purpose: str = "jsuff") -> Iterator[Path]:
+def folder_lock(folder: Path, purpose: str = "jsuff", note: Mapping[str, Any] | None = None) -> Iterator[Path]:
     """Hold an exclusive lock on ``folder`` (created if missing) for the duration of the block.
 
     The lock is an ``flock`` on ``folder/.jsuff.lock``, so the kernel releases it when the holder
     exits, however it ends (a killed run leaves no stale lock behind: the file that stays records
     the last holder but locks nothing). The file holds the holder's process id, host, start time
-    and command, which the error names.
+    and command, which the error names, and the entries of ``note`` (a study's processes read
+    their run's identity there).
 
     Raises:
         FolderLockedError: another process holds the lock.
@@ -141,6 +144,7 @@ def folder_lock(folder: Path, purpose: str = "jsuff") -> Iterator[Path]:
             "host": socket.gethostname(),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "command": f"{purpose}: {' '.join(sys.argv)}"[:300],
+            **(note or {}),
         }
         with contextlib.suppress(OSError):  # a full disk: the lock holds, only the record is missing
             os.ftruncate(fd, 0)

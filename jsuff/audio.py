@@ -41,6 +41,16 @@ class AudioError(ValueError):
     """Audio that jsuff cannot use; the message names the file or array and the problem."""
 
 
+def _is_path(x: object) -> bool:
+    """A file name given where samples go: a string, bytes, a path, or a list/array of strings."""
+    if isinstance(x, (str, bytes, os.PathLike)):
+        return True
+    if isinstance(x, (list, tuple)) and x and all(isinstance(v, (str, bytes, os.PathLike)) for v in x):
+        return True
+    return isinstance(x, np.ndarray) and x.dtype.kind in "USO" and x.size > 0 and isinstance(
+        x.reshape(-1)[0], (str, bytes, os.PathLike))
+
+
 def _finite_or_raise(x: np.ndarray, name: str) -> None:
     bad = ~np.isfinite(x)
     if bad.any():
@@ -65,12 +75,25 @@ def validate_waveform(x: np.ndarray, name: str = "waveform") -> np.ndarray:
         ``np.float32`` array of the same shape.
 
     Raises:
-        AudioError: not numeric, not 1-D or 2-D, zero-length, or with NaN/Inf samples.
+        AudioError: not numeric (a file path is named as one, with the way to read it), not 1-D
+            or 2-D, zero-length, or with NaN/Inf samples.
 
     Example:
         >>> validate_waveform(np.array([0, 16384, -32768], dtype=np.int16)).tolist()
         [0.0, 0.5, -1.0]
+        >>> validate_waveform("clip.wav")
+        Traceback (most recent call last):
+        ...
+        jsuff.audio.AudioError: waveform is a file path ('clip.wav'), not samples: read it with jsuff.load_audio(path, sample_rate=<the model's rate>), or pass a jsuff.Model, which reads files at its own rate
     """
+    if _is_path(x):
+        first = x if isinstance(x, (str, bytes, os.PathLike)) else np.asarray(x, dtype=object).reshape(-1)[0]
+        more = "" if first is x else f" and {np.size(x) - 1} more" if np.size(x) > 1 else ""
+        raise AudioError(
+            f"{name} is a file path ({os.fsdecode(first)!r:.200}{more}), not samples: read it with "
+            "jsuff.load_audio(path, sample_rate=<the model's rate>), or pass a jsuff.Model, which reads "
+            "files at its own rate"
+        )
     try:
         a = np.asarray(x)
     except Exception as e:  # ragged lists and the like

@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["FILLS", "RFFT", "STFT", "Coefficients", "Domain", "Time", "get_domain"]
+__all__ = ["DOMAINS", "FILLS", "RFFT", "STFT", "Coefficients", "Domain", "Time", "as_domain", "get_domain"]
 
 FILLS = ("zero", "noise", "mean")
 
@@ -299,7 +299,7 @@ def _window(name: str, n: int) -> np.ndarray:
     return _window_cached(name, int(n))
 
 
-_DOMAINS: dict[str, type[Domain]] = {"rfft": RFFT, "stft": STFT, "time": Time}
+DOMAINS: dict[str, type[Domain]] = {"rfft": RFFT, "stft": STFT, "time": Time}
 
 
 def get_domain(name: str, **kwargs: Any) -> Domain:
@@ -309,11 +309,34 @@ def get_domain(name: str, **kwargs: Any) -> Domain:
         >>> get_domain("stft", n_fft=256, hop=64)
         STFT(fill='zero', noise_level=0.1, noise_seed=0, n_fft=256, hop=64, window='hann')
     """
-    if name not in _DOMAINS:
-        raise ValueError(f"unknown domain {name!r}; choose one of {', '.join(_DOMAINS)}")
-    cls = _DOMAINS[name]
+    if name not in DOMAINS:
+        raise ValueError(f"unknown domain {name!r}; choose one of {', '.join(DOMAINS)}")
+    cls = DOMAINS[name]
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(kwargs) - names)
     if unknown:
         raise ValueError(f"domain {name!r} has no option(s) {unknown}; it takes {sorted(names)}")
     return cls(**kwargs)
+
+
+def as_domain(domain: Domain | str) -> Domain:
+    """``domain`` itself, or the domain of that name with its default settings: what the public
+    functions accept wherever a domain goes (``domain="stft"`` is ``STFT()``).
+
+    Example:
+        >>> as_domain("time")
+        Time(fill='zero', noise_level=0.1, noise_seed=0, segment=1)
+        >>> as_domain(STFT)
+        Traceback (most recent call last):
+        ...
+        TypeError: domain=STFT is the class; pass an instance, STFT(...), or its name 'stft'
+    """
+    if isinstance(domain, Domain):
+        return domain
+    if isinstance(domain, str):
+        return get_domain(domain)
+    if isinstance(domain, type) and issubclass(domain, Domain):
+        raise TypeError(f"domain={domain.__name__} is the class; pass an instance, {domain.__name__}(...), "
+                        f"or its name {domain.name!r}")
+    raise TypeError(f"domain must be a Domain (RFFT(), STFT(...), Time(...)) or one of the names "
+                    f"{', '.join(map(repr, DOMAINS))}; got {type(domain).__name__} {domain!r:.60}")

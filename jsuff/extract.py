@@ -22,6 +22,12 @@ the device by one gather.
 Prefix scans evaluate ``prefixes_per_call`` prefixes per model call and take the first passing
 index with an argmax, so the answer does not depend on that setting (only the query count does).
 
+**Batched across clips.** A :class:`Problem` describes N clips of one length, the model and the
+settings, frozen. Each step above is written for one clip as a sequence of *requests* (chunk sets
+to classify) and run for all clips in lock-step: each round, the requests of every clip still
+working are answered together, ``prefixes_per_call`` rows per model call, so N clips need about
+the model calls of one. Every function returns its result and the model queries it spent.
+
 Example:
     >>> import jax.numpy as jnp, numpy as np
     >>> from jsuff.domains import RFFT
@@ -29,18 +35,19 @@ Example:
     ...     e = jnp.abs(jnp.fft.rfft(x))[:, 20:30].sum(-1, keepdims=True)
     ...     return jnp.concatenate([jnp.full_like(e, 1.0), e], axis=-1)
     >>> x = np.cos(2 * np.pi * 25 * np.arange(128) / 128).astype(np.float32)
-    >>> oracle = Oracle.for_clip(apply, None, RFFT(), x, chunk_size=4)
+    >>> problem, queries = for_clips(apply, None, RFFT(), x, ExtractConfig(chunk_size=4))
     >>> resp = np.zeros(65, np.float32); resp[25] = 1.0  # pretend the search found bin 25
-    >>> ex = extract(oracle, resp)
+    >>> (ex,) = extract(problem, resp[None])
     >>> int(ex.mask.sum()), bool(ex.mask[25]), ex.verified, ex.minimal  # one chunk: bin 25 + 3 ties
     (4, True, True, True)
+    >>> int(queries[0]), ex.queries  # the clip, its empty and full signals; the scan, certificate, check
+    (3, 20)
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-from collections.abc import Callable
+from collections.abc import Callable, Generator, Mapping
 from typing import Any, NamedTuple
 
 import jax
@@ -48,13 +55,15 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from jsuff.domains import Coefficients, Domain
-from jsuff.search import (
-    TRACE_COUNTS,
+from jsuff.domains import Coefficients, Domain, as_domain
+from jsuff.evaluate import (
     ApplyFn,
-    analyze_and_predict,
+    Clips,
     device_batch,
     masked_logits,
+    model_jit,
+    prepare,
+    replicate,
     resolve_axis,
     top1_and_confidence,
 )
@@ -64,12 +73,16 @@ __all__ = [
     "Certificate",
     "ExtractConfig",
     "Extraction",
-    "Oracle",
+    "Problem",
     "Ranking",
+    "as_extract_config",
     "certify",
+    "classify",
     "complete_prefix",
     "contrastive_prefix",
+    "describe",
     "extract",
+    "for_clips",
     "prune",
     "rank",
     "sufficient_prefix",
@@ -111,7 +124,23 @@ class ExtractConfig:
             raise ValueError(f"ExtractConfig.tau must be in [0, 1], got {self.tau}")
 
     def resolved_chunk_size(self, min_box_size: int = 10) -> int:
+        """``chunk_size``, or ``min_box_size`` when it is ``None``."""
         return int(self.chunk_size if self.chunk_size is not None else min_box_size)
+
+
+def as_extract_config(extract: ExtractConfig | str) -> ExtractConfig:
+    """``extract`` itself, or ``ExtractConfig(mode=extract)`` for a mode name (``"contrastive"``).
+
+    Example:
+        >>> as_extract_config("complete").mode
+        'complete'
+    """
+    if isinstance(extract, ExtractConfig):
+        return extract
+    if isinstance(extract, str):
+        return ExtractConfig(mode=extract)
+    raise TypeError(f"extract must be an ExtractConfig or a mode name ({', '.join(MODES)}); "
+                    f"got {type(extract).__name__} {extract!r:.60}")
 
 
 class Ranking(NamedTuple):
@@ -146,17 +175,99 @@ def rank(responsibility: np.ndarray, chunk_size: int) -> Ranking:
     return Ranking(order, (ranks // chunk_size).astype(np.int32), -(-r.size // chunk_size), int(chunk_size))
 
 
-def _identity_ranking(cells: int, chunk_size: int) -> Ranking:
-    return rank(np.zeros(cells), chunk_size)
+# ----------------------------------------------------------------------------------------------
+# The problem, and the model calls that answer its requests
+# ----------------------------------------------------------------------------------------------
 
 
-@functools.partial(jax.jit, static_argnames=("apply_fn", "domain", "grid", "batch", "mesh", "axis"))
+@dataclasses.dataclass(frozen=True, eq=False)
+class Problem:
+    """N clips of one length, the model, and how sets are taken from them (frozen).
+
+    Built by :func:`describe` (from clips already analysed) or :func:`for_clips` (from waveforms);
+    the extraction functions read it and never change it.
+
+    Attributes:
+        apply_fn, params: the model.
+        domain: the grid's domain; coeffs: ``domain.analyze`` of the N clips (batched).
+        targets: ``[N]`` int32, the labels explained.
+        confidence: ``[N]`` float32, the target's softmax confidence on each clip.
+        empty_label, empty_confidence: ``[N]`` the top-1 label and the target's confidence on the
+            empty signal (everything removed).
+        full_label, full_confidence: ``[N]`` the same on the full reconstruction (the goal of
+            ``complete``).
+        config: :class:`ExtractConfig`, its ``chunk_size`` resolved.
+        max_batch: waveforms per model call at most.
+        mesh, axis: shard each model call over this mesh axis.
+    """
+
+    apply_fn: ApplyFn
+    params: Any
+    domain: Domain
+    coeffs: Coefficients
+    targets: np.ndarray
+    confidence: np.ndarray
+    empty_label: np.ndarray
+    empty_confidence: np.ndarray
+    full_label: np.ndarray
+    full_confidence: np.ndarray
+    config: ExtractConfig
+    max_batch: int = 64
+    mesh: Mesh | None = None
+    axis: str | None = None
+
+    @property
+    def grid(self) -> tuple[int, ...]:
+        return tuple(self.domain.grid_shape(self.coeffs.num_samples))
+
+    @property
+    def num_clips(self) -> int:
+        return int(self.targets.shape[0])
+
+    @property
+    def empty_is_target(self) -> np.ndarray:
+        """``[N]`` bool: the trivial case, the empty signal is already sufficient."""
+        return np.array([_clip(self, i).empty_is_target for i in range(self.num_clips)], bool)
+
+
+class _Clip(NamedTuple):
+    """What the steps of one clip read from the problem."""
+
+    target: int
+    threshold: np.float32
+    empty_label: int
+    empty_confidence: np.float32
+    full_label: int
+    full_confidence: np.float32
+
+    def passes(self, labels: np.ndarray, conf: np.ndarray) -> np.ndarray:
+        """Sufficiency of each evaluated set."""
+        return (np.asarray(labels) == self.target) & (np.asarray(conf) >= self.threshold)
+
+    @property
+    def empty_is_target(self) -> bool:
+        return bool(self.passes(np.array([self.empty_label]), np.array([self.empty_confidence]))[0])
+
+
+def _clip(problem: Problem, i: int) -> _Clip:
+    return _Clip(
+        int(problem.targets[i]),
+        np.float32(problem.config.tau) * np.float32(problem.confidence[i]),
+        int(problem.empty_label[i]),
+        np.float32(problem.empty_confidence[i]),
+        int(problem.full_label[i]),
+        np.float32(problem.full_confidence[i]),
+    )
+
+
+@model_jit(static_argnames=("domain", "grid", "batch", "mesh", "axis"))
 def _classify_sets(
     params: Any,
     coeffs: Coefficients,
     chunk_of_cell: jax.Array,
+    targets: jax.Array,
     include: jax.Array,
-    target: jax.Array,
+    clip: jax.Array,
     *,
     apply_fn: ApplyFn,
     domain: Domain,
@@ -165,188 +276,208 @@ def _classify_sets(
     mesh: Mesh | None,
     axis: str | None,
 ) -> tuple[jax.Array, jax.Array]:
-    """Top-1 label and target confidence of each chunk set ``include[P, num_chunks]``."""
-    TRACE_COUNTS["classify_sets"] += 1
-    rows = include.shape[0]
-    one_clip = jax.tree_util.tree_map(lambda a: a[None], coeffs)
-    clip = jnp.zeros(batch, jnp.int32)
+    """Top-1 label and target confidence of each chunk set ``include[P, num_chunks]`` of clip
+    ``clip[P]``, whose cells lie in the chunks ``chunk_of_cell[clip, G]``, ``batch`` per call."""
+    rows, num_chunks = include.shape
 
-    def run(inc: jax.Array) -> tuple[jax.Array, jax.Array]:
-        masks = inc[:, chunk_of_cell].reshape((batch, *grid))
-        logits = masked_logits(apply_fn, params, domain, one_clip, clip, masks, mesh, axis)
-        return top1_and_confidence(logits, jnp.broadcast_to(target, (batch,)))
+    def run(part: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
+        inc, ci = part
+        masks = jnp.take_along_axis(inc, chunk_of_cell[ci], axis=1).reshape((batch, *grid))
+        logits = masked_logits(apply_fn, params, domain, coeffs, ci, masks, mesh, axis)
+        return top1_and_confidence(logits, targets[ci])
 
-    labels, conf = jax.lax.map(run, include.reshape(rows // batch, batch, include.shape[1]))
+    parts = (include.reshape(rows // batch, batch, num_chunks), clip.reshape(rows // batch, batch))
+    labels, conf = jax.lax.map(run, parts)
     return labels.reshape(rows), conf.reshape(rows)
 
 
-class Oracle:
-    """Answers "which label, with what target confidence?" for many chunk sets of one clip per
-    model call, and counts the model queries it spends (``queries``).
+#: A request of one clip: ``(n, rows_of)``, ``n`` chunk sets whose rows ``rows_of(lo, hi)``
+#: (``[hi - lo, num_chunks]`` bool) are built one model call at a time, so memory stays
+#: ``per_call x num_chunks`` however many sets a certificate asks for.
+_Request = tuple[int, Callable[[int, int], np.ndarray]]
+#: Its answer: the labels and target confidences of the n sets.
+_Answer = tuple[np.ndarray, np.ndarray]
+_Steps = Generator[_Request, _Answer, Any]
 
-    On construction it evaluates the empty signal and the full reconstruction (2 queries):
-    ``empty_label``, ``empty_confidence``, ``empty_is_target`` (the trivial case) and
-    ``full_confidence`` (the goal of ``complete``).
 
-    Args:
-        apply_fn, params: the model.
-        domain: the grid's domain.
-        coeffs: ``domain.analyze(x)`` of the clip.
-        target: the label explained; confidence: its softmax confidence on the clip.
-        tau: sufficiency threshold factor (see :class:`ExtractConfig`).
-        chunk_size: granularity of the chunk sets.
-        per_call: sets per model call for large requests; max_batch: waveforms per ``apply``.
-        mesh, mesh_axis: shard each batch of waveforms over a mesh axis.
+def _answer(
+    problem: Problem, chunk_of_cell: jax.Array, num_chunks: int, requests: Mapping[int, _Request]
+) -> dict[int, _Answer]:
+    """Answer the requests of several clips together: their rows one after another, in calls of
+    ``per_call`` rows while that many are left, then of ``batch`` rows (two call shapes, and never
+    a padded call when a smaller one does)."""
+    batch = device_batch(problem.max_batch, num_chunks + 1, problem.mesh, problem.axis)
+    per_call = -(-max(problem.config.prefixes_per_call, batch) // batch) * batch
+    clips = sorted(requests)
+    offsets = np.concatenate([[0], np.cumsum([requests[i][0] for i in clips])]).astype(int)
+    total = int(offsets[-1])
+    labels, conf = np.zeros(total, np.int32), np.zeros(total, np.float32)
+    targets = jnp.asarray(problem.targets)
+    start = 0
+    while start < total:
+        size = per_call if total - start >= per_call else batch
+        stop = min(start + size, total)
+        include, owner = np.zeros((size, num_chunks), bool), np.zeros(size, np.int32)
+        for j, i in enumerate(clips):
+            lo, hi = max(start, offsets[j]), min(stop, offsets[j + 1])
+            if lo < hi:
+                include[lo - start : hi - start] = requests[i][1](lo - offsets[j], hi - offsets[j])
+                owner[lo - start : hi - start] = i
+        lab, cf = _classify_sets(
+            problem.params, problem.coeffs, chunk_of_cell, targets, jnp.asarray(include), jnp.asarray(owner),
+            apply_fn=problem.apply_fn, domain=problem.domain, grid=problem.grid, batch=batch, mesh=problem.mesh,
+            axis=problem.axis,
+        )
+        labels[start:stop] = np.asarray(lab)[: stop - start]
+        conf[start:stop] = np.asarray(cf)[: stop - start]
+        start += size
+    return {i: (labels[offsets[j] : offsets[j + 1]], conf[offsets[j] : offsets[j + 1]]) for j, i in enumerate(clips)}
+
+
+def _drive(
+    problem: Problem, rankings: Mapping[int, Ranking], steps: Mapping[int, _Steps]
+) -> tuple[dict[int, Any], np.ndarray]:
+    """Run the steps of several clips in lock-step; their results and ``[N]`` model queries."""
+    (num_chunks,) = {r.num_chunks for r in rankings.values()}  # one grid, one chunk size
+    table = np.zeros((problem.num_clips, int(np.prod(problem.grid))), np.int32)
+    for i, r in rankings.items():
+        table[i] = r.chunk_of_cell
+    chunk_of_cell = jnp.asarray(table)
+    results: dict[int, Any] = {}
+    queries = np.zeros(problem.num_clips, np.int64)
+    pending: dict[int, _Request] = {}
+
+    def resume(i: int, answer: _Answer | None) -> None:
+        try:
+            pending[i] = steps[i].send(answer)
+        except StopIteration as done:
+            results[i] = done.value
+            pending.pop(i, None)
+
+    for i in steps:
+        resume(i, None)
+    while pending:
+        for i, answer in _answer(problem, chunk_of_cell, num_chunks, pending).items():
+            queries[i] += len(answer[0])
+            resume(i, answer)
+    return results, queries
+
+
+def describe(
+    apply_fn: ApplyFn,
+    params: Any,
+    domain: Domain | str,
+    clips: Clips,
+    config: ExtractConfig | str = ExtractConfig(),
+    *,
+    max_batch: int = 64,
+    mesh: Mesh | None = None,
+    mesh_axis: str | None = None,
+) -> tuple[Problem, np.ndarray]:
+    """The extraction problem of clips prepared by :func:`jsuff.evaluate.prepare`: it classifies
+    every clip's empty signal and full reconstruction, all clips in the same model calls.
+
+    Returns:
+        The :class:`Problem` (``config.chunk_size`` resolved, ``None`` as 10) and ``[N]`` model
+        queries (2 per clip).
     """
+    domain, config = as_domain(domain), as_extract_config(config)
+    config = dataclasses.replace(config, chunk_size=config.resolved_chunk_size())
+    n = clips.targets.shape[0]
+    cells = int(np.prod(domain.grid_shape(clips.coeffs.num_samples)))
+    unknown = np.full(n, -1, np.int32), np.full(n, np.nan, np.float32)  # the two calls below tell
+    problem = Problem(
+        apply_fn, params, domain, clips.coeffs, np.asarray(clips.targets, np.int32),
+        np.asarray(clips.confidence, np.float32), *unknown, *unknown, config, max_batch, mesh,
+        resolve_axis(mesh, mesh_axis),
+    )
+    nc = -(-cells // config.chunk_size)  # the extraction's call shapes, so nothing compiles twice
+    ends = np.array([[False] * nc, [True] * nc])
+    requests = {i: (2, lambda lo, hi: ends[lo:hi]) for i in range(n)}
+    answers = _answer(problem, jnp.zeros((n, cells), jnp.int32), nc, requests)
+    labels = np.stack([answers[i][0] for i in range(n)])
+    conf = np.stack([answers[i][1] for i in range(n)])
+    problem = dataclasses.replace(
+        problem, empty_label=labels[:, 0], empty_confidence=conf[:, 0], full_label=labels[:, 1],
+        full_confidence=conf[:, 1],
+    )
+    return problem, np.full(n, 2, np.int64)
 
-    def __init__(
-        self,
-        apply_fn: ApplyFn,
-        params: Any,
-        domain: Domain,
-        coeffs: Coefficients,
-        target: int,
-        confidence: float,
-        *,
-        tau: float = 0.0,
-        chunk_size: int = 10,
-        per_call: int = 256,
-        max_batch: int = 64,
-        mesh: Mesh | None = None,
-        mesh_axis: str | None = None,
-    ) -> None:
-        self.apply_fn, self.params, self.domain, self.coeffs = apply_fn, params, domain, coeffs
-        self.grid = tuple(domain.grid_shape(coeffs.num_samples))
-        self.cells = int(np.prod(self.grid))
-        self.target, self.confidence = int(target), float(confidence)
-        self.threshold = np.float32(tau) * np.float32(confidence)
-        self.chunk_size = int(chunk_size)
-        self.num_chunks = -(-self.cells // self.chunk_size)
-        self.mesh, self.axis = mesh, resolve_axis(mesh, mesh_axis)
-        # no request of the scans or the certificate exceeds num_chunks + 1 sets, so a coarse
-        # grid is never padded up to max_batch (which costs real time with an expensive model)
-        self.batch = device_batch(max_batch, self.num_chunks + 1, mesh, self.axis)
-        self.per_call = -(-max(per_call, self.batch) // self.batch) * self.batch
-        self.queries = 0
-        ident = _identity_ranking(self.cells, self.chunk_size)
-        labels, conf = self.classify(ident, np.array([[False] * self.num_chunks, [True] * self.num_chunks]))
-        self.empty_label, self.empty_confidence = int(labels[0]), float(conf[0])
-        self.full_label, self.full_confidence = int(labels[1]), float(conf[1])
-        self.empty_is_target = bool(self.passes(labels[:1], conf[:1])[0])
 
-    @classmethod
-    def for_clip(
-        cls,
-        apply_fn: ApplyFn,
-        params: Any,
-        domain: Domain,
-        waveform: Any,
-        *,
-        target: int | None = None,
-        **kwargs: Any,
-    ) -> Oracle:
-        """Analyse ``waveform[T]`` and classify it (1 query) to build the oracle."""
-        x = jnp.asarray(waveform, jnp.float32)
-        if x.ndim != 1:
-            raise ValueError(f"Oracle.for_clip takes one clip [T], got shape {x.shape}")
-        coeffs, logits = analyze_and_predict(apply_fn, domain, params, x[None])
-        probs = np.asarray(jax.nn.softmax(logits[0]))
-        tgt = int(np.argmax(probs)) if target is None else int(target)
-        one = jax.tree_util.tree_map(lambda a: a[0], coeffs)
-        oracle = cls(apply_fn, params, domain, one, tgt, float(probs[tgt]), **kwargs)
-        oracle.queries += 1
-        return oracle
+def for_clips(
+    apply_fn: ApplyFn,
+    params: Any,
+    domain: Domain | str,
+    waveforms: Any,
+    config: ExtractConfig | str = ExtractConfig(),
+    *,
+    targets: Any = None,
+    max_batch: int = 64,
+    mesh: Mesh | None = None,
+    mesh_axis: str | None = None,
+) -> tuple[Problem, np.ndarray]:
+    """Classify ``waveforms`` (``[T]`` or ``[N, T]``; default targets: each clip's top-1) and
+    :func:`describe` them: the problem and ``[N]`` queries (3 per clip: the clip, its empty and
+    full signals)."""
+    params, domain = replicate(params, mesh), as_domain(domain)
+    clips = prepare(apply_fn, params, waveforms, domain=domain, targets=targets)
+    problem, queries = describe(apply_fn, params, domain, clips, config, max_batch=max_batch, mesh=mesh,
+                                mesh_axis=mesh_axis)
+    return problem, queries + 1
 
-    def passes(self, labels: np.ndarray, conf: np.ndarray) -> np.ndarray:
-        """Sufficiency of each evaluated set."""
-        return (np.asarray(labels) == self.target) & (np.asarray(conf) >= self.threshold)
 
-    def classify(self, ranking: Ranking, include: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Labels and target confidences of the chunk sets ``include[P, num_chunks]``."""
-        include = np.asarray(include, bool)
-        if include.ndim != 2 or include.shape[1] != ranking.num_chunks:
-            raise ValueError(f"include must be [P, {ranking.num_chunks}], got {include.shape}")
-        return self.classify_rows(ranking, include.shape[0], lambda lo, hi: include[lo:hi])
+# ----------------------------------------------------------------------------------------------
+# The steps of one clip: generators that yield requests and receive their answers
+# ----------------------------------------------------------------------------------------------
 
-    def classify_rows(
-        self, ranking: Ranking, n: int, rows_of: Callable[[int, int], np.ndarray]
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Like :meth:`classify` for ``n`` sets whose rows ``rows_of(lo, hi)`` are built one call
-        at a time, so memory stays ``per_call x num_chunks`` however many sets there are."""
-        labels, conf = np.zeros(n, np.int32), np.zeros(n, np.float32)
-        chunk_of_cell = jnp.asarray(ranking.chunk_of_cell)
-        start = 0
-        while start < n:
-            # two fixed call sizes (one batch, or per_call rows) so nothing recompiles
-            size = self.batch if n - start <= self.batch else self.per_call
-            rows = np.asarray(rows_of(start, min(start + size, n)), bool)
-            padded = np.zeros((size, ranking.num_chunks), bool)
-            padded[: len(rows)] = rows
-            lab, cf = _classify_sets(
-                self.params, self.coeffs, chunk_of_cell, jnp.asarray(padded), jnp.int32(self.target),
-                apply_fn=self.apply_fn, domain=self.domain, grid=self.grid, batch=self.batch,
-                mesh=self.mesh, axis=self.axis,
-            )
-            labels[start : start + len(rows)] = np.asarray(lab)[: len(rows)]
-            conf[start : start + len(rows)] = np.asarray(cf)[: len(rows)]
-            self.queries += len(rows)
-            start += size
-        return labels, conf
 
-    def mask(self, ranking: Ranking, include: np.ndarray) -> np.ndarray:
-        """The boolean grid mask of one chunk set."""
-        return np.asarray(include, bool)[ranking.chunk_of_cell].reshape(self.grid)
+def _ask(include: np.ndarray) -> _Steps:
+    include = np.asarray(include, bool)
+    return (yield include.shape[0], lambda lo, hi: include[lo:hi])
 
 
 def _prefixes(ks: np.ndarray, num_chunks: int) -> np.ndarray:
     return np.arange(num_chunks)[None, :] < ks[:, None]
 
 
-def _scan(
-    oracle: Oracle,
-    ranking: Ranking,
-    judge: Callable[[np.ndarray], np.ndarray],
-    start: int,
-    per_call: int,
-) -> int | None:
+def _mask(ranking: Ranking, include: np.ndarray, grid: tuple[int, ...]) -> np.ndarray:
+    """The boolean grid mask of one chunk set."""
+    return np.asarray(include, bool)[ranking.chunk_of_cell].reshape(grid)
+
+
+def _scan(judge: Callable[[np.ndarray], _Steps], start: int, num_chunks: int, per_call: int) -> _Steps:
     """The first k in ``start..num_chunks`` whose prefix ``judge`` accepts, ``per_call`` per block."""
-    for lo in range(start, ranking.num_chunks + 1, per_call):
-        ks = np.arange(lo, min(lo + per_call, ranking.num_chunks + 1))
-        ok = judge(ks)
+    for lo in range(start, num_chunks + 1, per_call):
+        ks = np.arange(lo, min(lo + per_call, num_chunks + 1))
+        ok = yield from judge(ks)
         if ok.any():
             return int(ks[int(np.argmax(ok))])
     return None
 
 
-def sufficient_prefix(oracle: Oracle, ranking: Ranking, per_call: int = 256) -> int | None:
-    """Global insertion: the number of chunks of the first sufficient prefix (None: none is)."""
+def _sufficient(c: _Clip, num_chunks: int, per_call: int) -> _Steps:
+    def judge(ks: np.ndarray) -> _Steps:
+        return c.passes(*(yield from _ask(_prefixes(ks, num_chunks))))
 
-    def judge(ks: np.ndarray) -> np.ndarray:
-        return oracle.passes(*oracle.classify(ranking, _prefixes(ks, ranking.num_chunks)))
-
-    return _scan(oracle, ranking, judge, 1, per_call)
+    return (yield from _scan(judge, 1, num_chunks, per_call))
 
 
-def contrastive_prefix(oracle: Oracle, ranking: Ranking, per_call: int = 256) -> int | None:
-    """The first prefix that is sufficient and whose removal from the clip changes the label."""
-
-    def judge(ks: np.ndarray) -> np.ndarray:
-        keep = _prefixes(ks, ranking.num_chunks)
-        labels, conf = oracle.classify(ranking, np.concatenate([keep, ~keep]))
+def _contrastive(c: _Clip, num_chunks: int, per_call: int) -> _Steps:
+    def judge(ks: np.ndarray) -> _Steps:
+        keep = _prefixes(ks, num_chunks)
+        labels, conf = yield from _ask(np.concatenate([keep, ~keep]))
         n = len(ks)
-        return oracle.passes(labels[:n], conf[:n]) & (labels[n:] != oracle.target)
+        return c.passes(labels[:n], conf[:n]) & (labels[n:] != c.target)
 
-    return _scan(oracle, ranking, judge, 1, per_call)
+    return (yield from _scan(judge, 1, num_chunks, per_call))
 
 
-def complete_prefix(oracle: Oracle, ranking: Ranking, start: int, per_call: int = 256) -> int | None:
-    """From prefix ``start`` on, the first prefix whose target confidence reaches the full clip's."""
+def _complete(c: _Clip, num_chunks: int, start: int, per_call: int) -> _Steps:
+    def judge(ks: np.ndarray) -> _Steps:
+        labels, conf = yield from _ask(_prefixes(ks, num_chunks))
+        return (labels == c.target) & (conf >= c.full_confidence)
 
-    def judge(ks: np.ndarray) -> np.ndarray:
-        labels, conf = oracle.classify(ranking, _prefixes(ks, ranking.num_chunks))
-        return (labels == oracle.target) & (conf >= np.float32(oracle.full_confidence))
-
-    return _scan(oracle, ranking, judge, start, per_call)
+    return (yield from _scan(judge, start, num_chunks, per_call))
 
 
 class Certificate(NamedTuple):
@@ -357,8 +488,7 @@ class Certificate(NamedTuple):
     removable: tuple[int, ...]
 
 
-def certify(oracle: Oracle, ranking: Ranking, include: np.ndarray) -> Certificate:
-    """Check, batched, that removing any one chunk of S breaks sufficiency."""
+def _certify(c: _Clip, include: np.ndarray) -> _Steps:
     include = np.asarray(include, bool)
     members = np.flatnonzero(include)
     if members.size == 0:
@@ -369,20 +499,15 @@ def certify(oracle: Oracle, ranking: Ranking, include: np.ndarray) -> Certificat
         out[np.arange(hi - lo), members[lo:hi]] = False
         return out
 
-    still = oracle.passes(*oracle.classify_rows(ranking, members.size, rows))
+    still = c.passes(*(yield members.size, rows))
     removable = tuple(int(j) for j in members[still])
     return Certificate(not removable, removable)
 
 
-def prune(oracle: Oracle, ranking: Ranking, include: np.ndarray) -> tuple[np.ndarray, Certificate]:
-    """Greedily remove chunks while S stays sufficient, until S is certified 1-minimal.
-
-    Each round certifies S, then tries dropping its removable chunks least responsible first,
-    cumulatively, in one batch, and keeps the longest run that stays sufficient.
-    """
+def _prune(c: _Clip, include: np.ndarray) -> _Steps:
     s = np.asarray(include, bool).copy()
     while True:
-        cert = certify(oracle, ranking, s)
+        cert = yield from _certify(c, s)
         if cert.minimal:
             return s, cert
         drop = np.array(sorted(cert.removable, reverse=True))
@@ -393,7 +518,7 @@ def prune(oracle: Oracle, ranking: Ranking, include: np.ndarray) -> tuple[np.nda
                 out[i - lo, drop[: i + 1]] = False
             return out
 
-        ok = oracle.passes(*oracle.classify_rows(ranking, drop.size, rows))
+        ok = c.passes(*(yield drop.size, rows))
         run = drop.size if ok.all() else int(np.argmin(ok))
         if run == 0:  # the single removal that was certified no longer passes: stop, report as is
             return s, cert
@@ -401,7 +526,7 @@ def prune(oracle: Oracle, ranking: Ranking, include: np.ndarray) -> tuple[np.nda
 
 
 class Extraction(NamedTuple):
-    """What :func:`extract` found.
+    """What :func:`extract` found for one clip.
 
     Attributes:
         mask: ``[*grid]`` bool, the cells kept.
@@ -414,7 +539,8 @@ class Extraction(NamedTuple):
         label, confidence: the model's top-1 and target confidence on the sufficient signal.
         label_without: the model's top-1 on the clip with the set removed.
         empty_is_target: the trivial case: the empty set is already sufficient.
-        queries: model queries spent by the oracle so far (its own count).
+        queries: model queries of the extraction (scans, certificate, final check; not the clip
+            or its empty and full signals, which :func:`describe` counts).
     """
 
     mask: np.ndarray
@@ -431,53 +557,115 @@ class Extraction(NamedTuple):
     queries: int
 
 
-def extract(oracle: Oracle, responsibility: np.ndarray, config: ExtractConfig = ExtractConfig()) -> Extraction:
-    """A sufficient (or contrastive, or complete) set from the target's responsibility map.
-
-    Args:
-        oracle: the clip and model (its ``chunk_size`` is the granularity used).
-        responsibility: ``[*grid]`` the target class's map.
-        config: :class:`ExtractConfig` (its ``chunk_size`` is ignored here: the oracle's counts).
-
-    Returns:
-        :class:`Extraction`.
-    """
-    resp = np.asarray(responsibility)
-    if resp.shape != oracle.grid:
-        raise ValueError(f"responsibility map has shape {resp.shape}, the grid is {oracle.grid}")
-    ranking = rank(resp, oracle.chunk_size)
+def _extract(c: _Clip, ranking: Ranking, config: ExtractConfig, grid: tuple[int, ...]) -> _Steps:
     nc, per_call = ranking.num_chunks, config.prefixes_per_call
-    if oracle.empty_is_target:
+    if c.empty_is_target:
         include = np.zeros(nc, bool)
         return Extraction(
-            oracle.mask(ranking, include), include, True, True, False, True, (), oracle.empty_label,
-            oracle.empty_confidence, oracle.full_label, True, oracle.queries,
+            _mask(ranking, include, grid), include, True, True, False, True, (), c.empty_label,
+            float(c.empty_confidence), c.full_label, True, 0,
         )
     if config.mode == "sufficient":
-        k = sufficient_prefix(oracle, ranking, per_call)
+        k = yield from _sufficient(c, nc, per_call)
     else:
-        k = contrastive_prefix(oracle, ranking, per_call)
+        k = yield from _contrastive(c, nc, per_call)
         if k is not None and config.mode == "complete":
-            k = complete_prefix(oracle, ranking, k, per_call)
+            k = yield from _complete(c, nc, k, per_call)
     found = k is not None
     include = np.arange(nc) < (k if found else nc)
     cert: Certificate | None = None
     if config.prune and found:
-        include, cert = prune(oracle, ranking, include)
+        include, cert = yield from _prune(c, include)
     elif config.certify and found:
-        cert = certify(oracle, ranking, include)
-    labels, conf = oracle.classify(ranking, np.stack([include, ~include]))
+        cert = yield from _certify(c, include)
+    labels, conf = yield from _ask(np.stack([include, ~include]))
     return Extraction(
-        mask=oracle.mask(ranking, include),
+        mask=_mask(ranking, include, grid),
         include=include,
         found=found,
-        verified=bool(oracle.passes(labels[:1], conf[:1])[0]),
-        necessary=bool(labels[1] != oracle.target),
+        verified=bool(c.passes(labels[:1], conf[:1])[0]),
+        necessary=bool(labels[1] != c.target),
         minimal=None if cert is None else cert.minimal,
         removable=() if cert is None else cert.removable,
         label=int(labels[0]),
         confidence=float(conf[0]),
         label_without=int(labels[1]),
         empty_is_target=False,
-        queries=oracle.queries,
+        queries=0,  # the driver counts them
     )
+
+
+# ----------------------------------------------------------------------------------------------
+# The public functions: (result, queries)
+# ----------------------------------------------------------------------------------------------
+
+
+def extract(problem: Problem, responsibility: np.ndarray) -> list[Extraction]:
+    """A sufficient (or contrastive, or complete) set for every clip of ``problem`` from its
+    target's responsibility map, all clips batched together (see the module docstring).
+
+    Args:
+        problem: the clips, the model and the settings (:class:`Problem`).
+        responsibility: ``[N, *grid]`` each clip's target map.
+
+    Returns:
+        One :class:`Extraction` per clip, each with the model queries it spent.
+    """
+    maps = np.asarray(responsibility)
+    n, grid = problem.num_clips, problem.grid
+    if maps.shape != (n, *grid):
+        raise ValueError(f"responsibility maps have shape {maps.shape}; {n} clips of the grid {grid} need {(n, *grid)}")
+    rankings = {i: rank(maps[i], problem.config.chunk_size) for i in range(n)}
+    steps = {i: _extract(_clip(problem, i), rankings[i], problem.config, grid) for i in range(n)}
+    results, queries = _drive(problem, rankings, steps)
+    return [results[i]._replace(queries=int(queries[i])) for i in range(n)]
+
+
+def _one(problem: Problem, ranking: Ranking, clip: int, steps: _Steps) -> tuple[Any, int]:
+    results, queries = _drive(problem, {clip: ranking}, {clip: steps})
+    return results[clip], int(queries[clip])
+
+
+def classify(
+    problem: Problem, ranking: Ranking, include: np.ndarray, clip: int = 0
+) -> tuple[tuple[np.ndarray, np.ndarray], int]:
+    """Labels and target confidences of the chunk sets ``include[P, num_chunks]`` of one clip,
+    and the queries (P)."""
+    include = np.asarray(include, bool)
+    if include.ndim != 2 or include.shape[1] != ranking.num_chunks:
+        raise ValueError(f"include must be [P, {ranking.num_chunks}], got {include.shape}")
+    return _one(problem, ranking, clip, _ask(include))
+
+
+def sufficient_prefix(problem: Problem, ranking: Ranking, clip: int = 0) -> tuple[int | None, int]:
+    """Global insertion: the number of chunks of the first sufficient prefix (None: none is)."""
+    return _one(problem, ranking, clip, _sufficient(_clip(problem, clip), ranking.num_chunks,
+                                                    problem.config.prefixes_per_call))
+
+
+def contrastive_prefix(problem: Problem, ranking: Ranking, clip: int = 0) -> tuple[int | None, int]:
+    """The first prefix that is sufficient and whose removal from the clip changes the label."""
+    return _one(problem, ranking, clip, _contrastive(_clip(problem, clip), ranking.num_chunks,
+                                                     problem.config.prefixes_per_call))
+
+
+def complete_prefix(problem: Problem, ranking: Ranking, start: int, clip: int = 0) -> tuple[int | None, int]:
+    """From prefix ``start`` on, the first prefix whose target confidence reaches the full clip's."""
+    return _one(problem, ranking, clip, _complete(_clip(problem, clip), ranking.num_chunks, start,
+                                                  problem.config.prefixes_per_call))
+
+
+def certify(problem: Problem, ranking: Ranking, include: np.ndarray, clip: int = 0) -> tuple[Certificate, int]:
+    """Check, batched, that removing any one chunk of S breaks sufficiency."""
+    return _one(problem, ranking, clip, _certify(_clip(problem, clip), include))
+
+
+def prune(
+    problem: Problem, ranking: Ranking, include: np.ndarray, clip: int = 0
+) -> tuple[tuple[np.ndarray, Certificate], int]:
+    """Greedily remove chunks while S stays sufficient, until S is certified 1-minimal.
+
+    Each round certifies S, then tries dropping its removable chunks least responsible first,
+    cumulatively, in one batch, and keeps the longest run that stays sufficient.
+    """
+    return _one(problem, ranking, clip, _prune(_clip(problem, clip), include))

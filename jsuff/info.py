@@ -21,8 +21,23 @@ and empty inputs raise :class:`~jsuff.transfer.LabelArrayError`; under ``jit`` (
 be raised) ``num_classes`` must be given and such inputs give NaN.
 
 :func:`pairwise_information` and :func:`classification_metrics` build the tidy per-pair and
-per-model tables of a transfer study, with percentile bootstrap intervals over clips (see
-:mod:`jsuff.transfer`).
+per-model tables of a transfer study, with intervals whose method each table names in its
+``interval`` column:
+
+* accuracy: the exact Clopper–Pearson interval (:mod:`jsuff.intervals`), at any n;
+* the information statistics (entropies, MI, Miller–Madow MI, NMI): the *basic* bootstrap over
+  clips (the percentile interval reflected about the estimate, ``[2 θ - q_hi, 2 θ - q_lo]``,
+  clipped to the statistic's range), which corrects the plug-in bias to first order: the
+  percentile interval of plug-in MI never covers MI = 0 once n is moderate, because each resample
+  adds bias of its own;
+* macro precision and recall: the percentile bootstrap over clips.
+
+A bootstrap cannot reach its nominal coverage at small n: in our simulations
+(docs/statistics.md) no bootstrap interval for MI reached 90% below n = 500 clips for 2-5 classes,
+and coverage falls to 0-30% at n = 12-30. So the bootstrap intervals of a row are reported only
+when its n is at least ``bootstrap_min_n`` (default :func:`bootstrap_min_n`: ``max(500, 20 C^2)``
+for C classes); below it they are NaN and the row's ``interval_note`` says why, rather than
+printing a tight interval.
 
 Example:
     >>> import numpy as np
@@ -36,12 +51,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pandas as pd
 from jax.typing import ArrayLike
 
 from jsuff.transfer import (
@@ -55,6 +69,26 @@ from jsuff.transfer import (
     infer_num_classes,
     percentile_interval,
 )
+from jsuff.intervals import clopper_pearson
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = [
+    "ESTIMATORS",
+    "NMI_VARIANTS",
+    "classification_metrics",
+    "conditional_entropy",
+    "contingency_table",
+    "entropy",
+    "entropy_from_counts",
+    "joint_entropy",
+    "mutual_information",
+    "mutual_information_from_table",
+    "normalized_mutual_information",
+    "normalized_mutual_information_from_table",
+    "pairwise_information",
+]
 
 ESTIMATORS = ("plugin", "miller_madow")
 NMI_VARIANTS = ("arithmetic", "geometric", "min", "max", "joint")
@@ -90,7 +124,8 @@ def entropy_from_counts(counts: ArrayLike, *, estimator: str = "plugin") -> jax.
     n = c.sum(-1)
     nz = c > 0
     p = c / jnp.where(n > 0, n, 1.0)[..., None]
-    h = -jnp.where(nz, p * jnp.log2(jnp.where(nz, p, 1.0)), 0.0).sum(-1)
+    # every term p log2 p is <= 0, so |sum| is exact and a one-class entropy is 0.0, not -0.0
+    h = jnp.abs(jnp.where(nz, p * jnp.log2(jnp.where(nz, p, 1.0)), 0.0).sum(-1))
     if estimator == "miller_madow":
         occupied = nz.sum(-1).astype(jnp.float32)
         h = h + (occupied - 1.0) / (2.0 * _LN2 * jnp.where(n > 0, n, 1.0))
@@ -214,6 +249,18 @@ def _pair_classes(num_classes: _Classes) -> tuple[int | None, int | None]:
     return num_classes, num_classes
 
 
+def bootstrap_min_n(num_classes: int) -> int:
+    """The fewest clips at which the information tables report bootstrap intervals:
+    ``max(500, 20 C^2)``, where every setting of our coverage simulation (2, 5 and 10 classes,
+    independent to nearly deterministic labels; docs/statistics.md) reached about 90%.
+
+    Example:
+        >>> bootstrap_min_n(3), bootstrap_min_n(10)
+        (500, 2000)
+    """
+    return max(500, 20 * int(num_classes) ** 2)
+
+
 def _entropy_rows(t: jax.Array, estimator: str) -> jax.Array:
     return entropy_from_counts(t.sum(1), estimator=estimator)
 
@@ -223,7 +270,8 @@ def _joint(t: jax.Array, estimator: str) -> jax.Array:
 
 
 def _conditional(t: jax.Array, estimator: str) -> jax.Array:
-    return _joint(t, estimator) - entropy_from_counts(t.sum(0), estimator=estimator)
+    # H(X, Y) >= H(Y) for both estimators; the clip removes float32 round-off below 0
+    return jnp.maximum(_joint(t, estimator) - entropy_from_counts(t.sum(0), estimator=estimator), 0.0)
 
 
 # What each public function computes from the contingency table, keyed "statistic/option".
@@ -418,6 +466,26 @@ def _histograms(codes: np.ndarray, size: int) -> np.ndarray:
     return counts[..., :size].astype(np.float32)
 
 
+# Statistics whose bootstrap interval is the basic one, clipped to (lower, upper) bounds; the
+# others (macro precision and recall) get the percentile interval, accuracy Clopper-Pearson.
+_BASIC_RANGE = {"h_x": (0.0, None), "h_y": (0.0, None), "mi": (0.0, None), "mi_mm": (None, None)}
+_NMI_RANGE = (0.0, 1.0)
+#: What the ``interval`` column of each table says.
+INFORMATION_INTERVAL = "basic_bootstrap"
+METRICS_INTERVAL = "accuracy: clopper_pearson; precision, recall: percentile_bootstrap; information: basic_bootstrap"
+
+
+def _bootstrap_bounds(key: str, value: np.ndarray, samples: np.ndarray, confidence: float):
+    lo, hi = percentile_interval(samples, confidence)
+    if key in ("precision", "recall"):
+        return lo, hi
+    lower, upper = _NMI_RANGE if key.startswith("nmi_") else _BASIC_RANGE[key]
+    lo, hi = 2.0 * value - hi, 2.0 * value - lo
+    if lower is not None or upper is not None:
+        lo, hi = np.clip(lo, lower, upper), np.clip(hi, lower, upper)
+    return lo, hi
+
+
 def _stats_with_intervals(
     x: np.ndarray,
     y: np.ndarray,
@@ -429,32 +497,49 @@ def _stats_with_intervals(
     n_boot: int,
     confidence: float,
     seed: int,
+    min_n: int | None,
 ) -> dict[str, np.ndarray]:
-    """Statistics of K tables (``x[K, N]`` vs ``y[K, N]`` where ``ok``), each with _lo and _hi."""
+    """Statistics of K tables (``x[K, N]`` vs ``y[K, N]`` where ``ok``), each with _lo and _hi,
+    and each row's ``interval_note``; bootstrap only for rows with at least ``min_n`` samples."""
     c = num_classes
     k, n = x.shape
     codes = np.where(ok, x * c + y, c * c)  # c * c marks a sample that is not counted
+    min_n = bootstrap_min_n(c) if min_n is None else int(min_n)
 
     def stats_of(tables: np.ndarray) -> dict[str, np.ndarray]:
         got = _table_stats(jnp.asarray(tables.reshape(*tables.shape[:-1], c, c)), variants,
                            classification)
         return {key: np.asarray(v, np.float64) for key, v in got.items()}
 
-    out: dict[str, np.ndarray] = {"n": ok.sum(-1)}
+    rows_n = ok.sum(-1)
+    out: dict[str, np.ndarray] = {"n": rows_n}
     point = stats_of(_histograms(codes, c * c))
+    boot_rows = np.flatnonzero(rows_n >= min_n) if n_boot > 0 else np.zeros(0, np.int64)
     boot: dict[str, list[np.ndarray]] = {key: [] for key in point}
-    if n_boot > 0:
+    if boot_rows.size:
         idx = bootstrap_indices(n, n_boot, seed)
         # Chunk the K tables so that resampled codes and count tables stay bounded in memory.
         step = max(1, _CHUNK_ELEMENTS // (n_boot * max(n, c * c + 1)))
-        for s in range(0, k, step):
-            chunk = stats_of(_histograms(codes[s : s + step][:, idx], c * c))  # [k', B]
+        for s in range(0, boot_rows.size, step):
+            chunk = stats_of(_histograms(codes[boot_rows[s : s + step]][:, idx], c * c))  # [k', B]
             for key, v in chunk.items():
                 boot[key].append(v)
     for key, value in point.items():
         out[key] = value
-        samples = np.concatenate(boot[key], 0).T if boot[key] else np.empty((0, k))
-        out[f"{key}_lo"], out[f"{key}_hi"] = percentile_interval(samples, confidence)
+        lo, hi = np.full(k, np.nan), np.full(k, np.nan)
+        if key == "accuracy":
+            lo, hi = clopper_pearson(np.rint(value * rows_n), rows_n, confidence)
+        elif boot_rows.size:
+            samples = np.concatenate(boot[key], 0).T  # [B, rows]
+            lo[boot_rows], hi[boot_rows] = _bootstrap_bounds(key, value[boot_rows], samples, confidence)
+        out[f"{key}_lo"], out[f"{key}_hi"] = lo, hi
+    note = np.where(
+        rows_n >= min_n,
+        "" if n_boot > 0 else "n_boot = 0: no bootstrap intervals",
+        [f"n={int(v)} < {min_n}: a bootstrap interval would be below nominal coverage; none given"
+         for v in rows_n],
+    )
+    out["interval_note"] = note.astype(object)
     return out
 
 
@@ -482,25 +567,35 @@ def pairwise_information(
     true: ArrayLike | None = None,
     valid: ArrayLike | None = None,
     *,
+    trivial: ArrayLike | None = None,
+    include_trivial: bool = False,
+    empty: ArrayLike | None = None,
     num_classes: int | None = None,
     model_names: Sequence[str] | None = None,
+    label_names: Sequence[str] | None = None,
     nmi_variants: Sequence[str] = ("arithmetic",),
     n_boot: int = 1000,
     confidence: float = 0.95,
     seed: int = 0,
+    bootstrap_min_n: int | None = None,
 ) -> pd.DataFrame:
     """Per ordered pair (f, g): how much g's label on f's sufficient signal says about f's label.
 
-    For every source f and target g (diagonal included), over the clips i with ``valid[f, i]``:
+    For every source f and target g (diagonal included), over f's counted clips (valid and, unless
+    ``include_trivial``, non-trivial; as in :func:`jsuff.transfer.transfer_analysis`):
 
     * ``mi_source``: I(c_f(x); c_g(x_S^f)) plug-in, ``mi_mm_source`` Miller–Madow,
       ``nmi_<variant>_source`` normalised; ``h_source`` = H(c_f(x)), ``h_target`` = H(c_g(x_S^f));
     * with ``true``: ``mi_true`` = I(y_true; c_g(x_S^f)), ``mi_mm_true``, ``nmi_<variant>_true``,
       ``h_true``.
 
-    Every statistic has ``_lo``/``_hi`` percentile bootstrap bounds (clips resampled, seeded;
-    NaN when ``n_boot`` = 0), and ``n`` is the number of clips. Inputs are as in
-    :func:`jsuff.transfer.transfer_analysis`.
+    Every statistic has ``_lo``/``_hi`` basic bootstrap bounds (clips resampled, seeded), given
+    only for rows with ``n`` (clips counted) at least ``bootstrap_min_n`` (default
+    :func:`bootstrap_min_n` of the label space) and NaN otherwise, or when ``n_boot`` = 0;
+    ``interval`` names the method and ``interval_note`` says why a row has none.
+    ``source_trivial`` and ``source_silence_label`` give the source's trivial clips and its label
+    on the empty signal (a name from ``label_names`` when given), ``trivial_counted`` whether
+    trivial clips were counted. Other inputs are as in :func:`jsuff.transfer.transfer_analysis`.
 
     Example:
         >>> lab = np.array([[[0, 1, 1], [0, 1, 0]], [[0, 0, 1], [0, 0, 1]]])
@@ -508,28 +603,33 @@ def pairwise_information(
         >>> df[["source", "target", "n", "mi_source"]].round(3).values.tolist()[:2]
         [['model_0', 'model_0', 3, 0.918], ['model_0', 'model_1', 3, 0.252]]
     """
+    import pandas as pd
+
     for v in nmi_variants:
         _check_variant(v)
     inp = check_inputs(labels, original, valid=valid, true=true, num_classes=num_classes,
-                       model_names=model_names)
+                       model_names=model_names, trivial=trivial, include_trivial=include_trivial,
+                       empty=empty)
     m, n, c = inp.num_models, inp.num_clips, inp.num_classes
     ok = np.broadcast_to(inp.valid[:, None, :], (m, m, n)).reshape(m * m, n)
     y = inp.labels.reshape(m * m, n)
     common = dict(variants=tuple(nmi_variants), classification=False, n_boot=n_boot,
-                  confidence=confidence, seed=seed)
+                  confidence=confidence, seed=seed, min_n=bootstrap_min_n)
     src = np.broadcast_to(inp.original[:, None, :], (m, m, n)).reshape(m * m, n)
     s = _stats_with_intervals(src, y, ok, c, **common)
     names = np.asarray(inp.model_names, dtype=object)
     cols: dict[str, Any] = {"source": np.repeat(names, m), "target": np.tile(names, m)}
     cols["n"] = s.pop("n")
+    note = s.pop("interval_note")
     renames = {"h_x": "h_source", "h_y": "h_target"} | _info_names("source", nmi_variants)
     cols |= _columns(s, renames)
     if inp.true is not None:
         tru = np.broadcast_to(inp.true[None, :], (m * m, n))
         t = _stats_with_intervals(tru, y, ok, c, **common)
-        t.pop("n")
+        t.pop("n"), t.pop("interval_note")
         cols |= _columns(t, {"h_x": "h_true"} | _info_names("true", nmi_variants), skip=("h_y",))
-    return pd.DataFrame(cols)
+    cols |= {"interval": INFORMATION_INTERVAL, "interval_note": note}
+    return pd.DataFrame(cols | inp.trivial_columns(label_names, np.repeat(np.arange(m), m), "source_"))
 
 
 def classification_metrics(
@@ -543,6 +643,7 @@ def classification_metrics(
     n_boot: int = 1000,
     confidence: float = 0.95,
     seed: int = 0,
+    bootstrap_min_n: int | None = None,
 ) -> pd.DataFrame:
     """Accuracy, macro precision and macro recall per model, beside I(y_true; prediction).
 
@@ -558,16 +659,22 @@ def classification_metrics(
         num_classes: label-space size (default: inferred).
         model_names: names of the M models.
         nmi_variants: normalisations to report.
-        n_boot, confidence, seed: percentile bootstrap over clips (0: no intervals).
+        n_boot, confidence, seed: the bootstrap over clips (0: no bootstrap intervals).
+        bootstrap_min_n: the fewest clips for a bootstrap interval (default
+            :func:`bootstrap_min_n`).
 
     Returns:
-        One row per model: ``model``, ``n``, each metric with ``_lo``/``_hi``.
+        One row per model: ``model``, ``n``, each metric with ``_lo``/``_hi`` (accuracy:
+        Clopper–Pearson; the others: bootstrap, see the module docstring), ``interval``,
+        ``interval_note``.
 
     Example:
         >>> df = classification_metrics(np.array([[0, 1, 1, 1]]), np.array([0, 1, 1, 0]), n_boot=0)
         >>> df[["accuracy", "precision", "recall"]].round(4).values.tolist()
         [[0.75, 0.8333, 0.75]]
     """
+    import pandas as pd
+
     for v in nmi_variants:
         _check_variant(v)
     p = np.asarray(pred)
@@ -587,9 +694,10 @@ def classification_metrics(
     p = np.where(ok, p, 0)
     s = _stats_with_intervals(np.broadcast_to(tru, (m, n)), p, ok, int(num_classes),
                               variants=tuple(nmi_variants), classification=True, n_boot=n_boot,
-                              confidence=confidence, seed=seed)
+                              confidence=confidence, seed=seed, min_n=bootstrap_min_n)
     cols: dict[str, Any] = {"model": list(check_model_names(model_names, m)), "n": s.pop("n")}
     nmis = tuple(f"nmi_{v}" for v in nmi_variants)
     order = ("accuracy", "precision", "recall", "mi", "mi_mm", *nmis, "h_x", "h_y")
     ranked = {k: s[k] for base in order for k in (base, f"{base}_lo", f"{base}_hi")}
-    return pd.DataFrame(cols | _columns(ranked, {"h_x": "h_true", "h_y": "h_pred"}))
+    cols |= _columns(ranked, {"h_x": "h_true", "h_y": "h_pred"})
+    return pd.DataFrame(cols | {"interval": METRICS_INTERVAL, "interval_note": s["interval_note"]})

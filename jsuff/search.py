@@ -23,32 +23,41 @@ passing mutants kept (their static boxes) stay. So every mutant is its passing p
 children of one box, and the parent of the next depth is exactly the mutant that passed. Unlike
 the ReX code, static boxes survive to later depths, the passing mutants of *all* refinements of a
 depth compete for the next job, and 1-D children are the box's own cells (not a prefix).
+docs/statistics.md lists every deviation from ReX; ``SearchConfig.map_combination`` and
+``SearchConfig.cut_rule`` offer ReX's multiplicative maps and cut rule.
 
-**Batching.** All clips x iterations advance in lock-step, one depth at a time (a Python loop of
-at most ``tree_depth + 1`` steps that stops once no iteration is alive). A depth is two jitted
-calls. ``_evaluate`` is the one vmapped call through the model: it splits every job box, sorts the
-valid candidates (alive iteration, real and splittable box) first, and inside a ``lax.while_loop``
-takes them ``max_batch`` at a time, builds their masks from box bounds with iota compares,
+**Batching.** All clips x iterations advance in lock-step, one depth at a time, and the whole
+walk is one jit-compiled function (``_walk``, compiled once per model, grid, clips and settings):
+a ``lax.while_loop`` over depths that stops on the device once no iteration is alive, so nothing
+waits for the device between depths. A depth splits every job box, sorts the valid candidates
+(alive iteration, real and splittable box) first, and inside an inner ``lax.while_loop`` that runs
+only as many model calls as there are valid candidates takes them ``max_batch`` at a time (at most
+clips x iterations x 3 boxes x 14 mutants), builds their masks from box bounds with iota compares,
 synthesises them with ``vmap(domain.synthesize)`` and classifies them with one
 ``apply(params, waveforms[B, T])`` per chunk (the padding of the last chunk is computed and thrown
 away). With ``linear_synthesis`` (the default, ``max_batch >= 14``) a chunk is whole refinements:
 synthesis is affine in the mask, so a refinement's 14 mutants are sums of 5 syntheses (the box's
 surroundings and its 4 children), which cuts the inverse transforms per candidate from 1 to 5/14.
 With a mesh, each chunk is split over one mesh axis and every device synthesises and classifies
-its own share under ``jax.shard_map`` (:func:`on_shards`); only labels and confidences cross devices.
-``_advance`` credits and picks the next jobs; it never sees the model, so it compiles once
-per shape and is shared by all models. Nothing is quadratic in the grid: a chunk costs
+its own share under ``jax.shard_map`` (:func:`jsuff.evaluate.on_shards`); only labels and
+confidences cross devices. Nothing is quadratic in the grid: a chunk costs
 ``max_batch x grid``. Credits are integers (6/|A| in units of 1/6) added at the corners of each
 child box in a per-clip 2-D difference array and integrated once at the end, so maps are exact,
-cost O(grid) per depth, and do not depend on chunking, batching or devices. Randomness: every word a clip's walks draw comes up front from that clip's
-key alone, so batched clips equal one-at-a-time, and the same key gives the same trees.
+cost O(grid) per depth, and do not depend on chunking, batching or devices. Randomness: every
+word a clip's walks draw comes up front from that clip's key alone, so batched clips equal
+one-at-a-time, and the same key gives the same trees.
+
+**Embedding.** :func:`responsibility_maps` is traceable: inside a caller's ``jax.jit`` or
+``jax.vmap`` (over clips, keys, targets) it becomes part of the caller's program.
+:func:`walk` runs any subset of the iterations (a slice of :func:`iteration_draws`), and
+:func:`merge_walks` joins such parts into the walk of all of them.
 
 Example:
     >>> import jax, jax.numpy as jnp
     >>> def apply(p, x):  # class 1 iff the 30-40 bin band carries energy
     ...     e = jnp.abs(jnp.fft.rfft(x))[:, 30:40].sum(-1, keepdims=True)
     ...     return jnp.concatenate([jnp.ones_like(e), e], axis=-1)
-    >>> x = jnp.cos(2 * jnp.pi * 35 * jnp.arange(256) / 256)
+    >>> x = jnp.cos(2 * jnp.pi * 35 * jnp.arange(256.0) / 256)
     >>> r = responsibility_maps(apply, None, x, config=SearchConfig(iters=4), key=jax.random.key(0))
     >>> r.maps.shape, int(r.targets[0])
     ((1, 2, 129), 1)
@@ -58,38 +67,52 @@ Example:
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import functools
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh
 
-from jsuff.audio import validate_waveform
-from jsuff.domains import RFFT, Coefficients, Domain
+from jsuff.domains import RFFT, Coefficients, Domain, as_domain
+from jsuff.evaluate import (
+    COMPUTE_DTYPES,
+    NOT_GIVEN,
+    ApplyFn,
+    Clips,
+    cast_params,
+    clip_keys,
+    device_batch,
+    masked_logits,
+    model_call,
+    model_jit,
+    model_logits,
+    on_shards,
+    prepare,
+    replicate,
+    resolve_axis,
+    top1_and_confidence,
+)
 
 __all__ = [
+    "CUT_RULES",
+    "MAP_COMBINATIONS",
+    "SUBSETS",
     "SearchConfig",
     "SearchResult",
-    "analyze_and_predict",
-    "class_logits",
-    "clip_keys",
-    "device_batch",
-    "masked_logits",
-    "on_shards",
-    "predict",
-    "resolve_axis",
+    "Walk",
+    "combine_maps",
+    "iteration_draws",
+    "maps_of",
+    "merge_walks",
     "responsibility_loop",
     "responsibility_maps",
-    "top1_and_confidence",
+    "walk",
 ]
-
-ApplyFn = Callable[[Any, jax.Array], jax.Array]
 
 #: The 14 non-empty proper subsets of a box's 4 children, by size then lexicographically.
 SUBSETS: tuple[tuple[int, ...], ...] = tuple(
@@ -105,11 +128,10 @@ _SLOTS = 3  # a passing mutant keeps at most 3 children: a job has at most 3 box
 _KTH = np.array([[s[min(k, len(s) - 1)] for k in range(3)] for s in SUBSETS], np.int32)
 _KTH_ON = np.array([[k < len(s) for k in range(3)] for s in SUBSETS], bool)
 
-#: Dtypes the candidate evaluation can run in (``SearchConfig.compute_dtype``).
-COMPUTE_DTYPES = ("float32", "bfloat16")
-
-#: How many times each jitted function has been traced (a retrace means a recompile).
-TRACE_COUNTS: collections.Counter[str] = collections.Counter()
+#: How the iterations' maps are combined (``SearchConfig.map_combination``).
+MAP_COMBINATIONS = ("additive", "multiplicative")
+#: Where a 1-D box may be cut, and how a 2-D box's corner point is drawn (``SearchConfig.cut_rule``).
+CUT_RULES = ("interior", "rex")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,12 +148,26 @@ class SearchConfig:
         compute_dtype: ``"float32"`` (default) or ``"bfloat16"``: the dtype of the search's
             candidate evaluation. With ``"bfloat16"`` the synthesised waveforms and the floating
             parameters are cast to bfloat16 for the model call (logits back to float32 for the
-            label and softmax); see :func:`model_logits`. Extraction and verification stay float32.
+            label and softmax); see :func:`jsuff.evaluate.model_logits`. Extraction and
+            verification stay float32.
         linear_synthesis: synthesise the 14 mutants of a refinement from 5 syntheses (the box's
             surroundings and its 4 children) and their sums, which the domain's synthesis allows
             because it is affine in the mask (``Domain.affine``). Same candidates up to float32
             round-off, a third of the inverse transforms. Used when ``max_batch >= 14``; False
             synthesises every candidate on its own.
+        map_combination: how the ``iters`` maps are combined. ``"additive"`` (default): summed.
+            ``"multiplicative"``: ReX's default (``responsibility_style``): each iteration's map
+            starts at 1 everywhere and adds its credits, the combined map is the elementwise
+            product over iterations, rescaled to a maximum of 1 per class (a class that never
+            got credit keeps a zero map). Needs one map per iteration during the walk
+            (``iters`` x the memory of the maps).
+        cut_rule: ``"interior"`` (default): a 1-D box is cut at 3 distinct interior points, so
+            its 4 children are non-empty; a 2-D box at a uniform interior point. ``"rex"``: as
+            ReX's uniform distribution draws them: 3 distinct offsets in ``[0, width)``, so
+            offset 0 (probability 3/width) leaves the first child empty; a 2-D corner is a flat
+            position uniform in ``[1, height x width)``, which can leave the top or left
+            quadrants empty. An empty child is kept by mutants and counted in their ``|A|``, as
+            in ReX, but holds no cells to credit.
     """
 
     iters: int = 20
@@ -141,8 +177,16 @@ class SearchConfig:
     max_batch: int = 64
     compute_dtype: str = "float32"
     linear_synthesis: bool = True
+    map_combination: str = "additive"
+    cut_rule: str = "interior"
 
     def __post_init__(self) -> None:
+        if self.map_combination not in MAP_COMBINATIONS:
+            raise ValueError(
+                f"SearchConfig.map_combination must be one of {MAP_COMBINATIONS}, got {self.map_combination!r}"
+            )
+        if self.cut_rule not in CUT_RULES:
+            raise ValueError(f"SearchConfig.cut_rule must be one of {CUT_RULES}, got {self.cut_rule!r}")
         if self.compute_dtype not in COMPUTE_DTYPES:
             raise ValueError(
                 f"SearchConfig.compute_dtype must be one of {COMPUTE_DTYPES}, got {self.compute_dtype!r}"
@@ -182,170 +226,37 @@ class SearchResult(NamedTuple):
 
 
 # ----------------------------------------------------------------------------------------------
-# Model evaluation shared with extraction
-# ----------------------------------------------------------------------------------------------
-
-
-def class_logits(logits: jax.Array) -> jax.Array:
-    """``[B, C]`` logits with a one-logit binary model read as ``[0, z]`` (class 1 iff z > 0)."""
-    if logits.ndim != 2:
-        raise ValueError(f"the model must return logits [B, C], got shape {logits.shape}")
-    if logits.shape[1] == 1:
-        return jnp.concatenate([jnp.zeros_like(logits), logits], axis=1)
-    return logits
-
-
-def on_shards(
-    fn: Callable[..., Any], mesh: Mesh | None, axis: str | None, replicated: tuple, sharded: tuple
-) -> Any:
-    """``fn(*replicated, *sharded)``, each device running it on its own share of the leading
-    (candidate) axis of every ``sharded`` array (``jax.shard_map``); outputs are concatenated
-    along that axis. Without a mesh, one plain call.
-
-    Per-candidate work (synthesis, the model's own FFTs) stays on its device. Left to the SPMD
-    partitioner, an FFT whose batch axis is sharded is all-gathered and computed whole on every
-    device, so more devices made the search slower. The leading axes must divide by the device
-    count of ``axis`` (see :func:`device_batch`).
-    """
-    if mesh is None:
-        return fn(*replicated, *sharded)
-    specs = (PartitionSpec(),) * len(replicated) + (PartitionSpec(axis),) * len(sharded)
-    # check_vma=False: a model's own lax.scan starting from a fresh (unvarying) carry, as recurrent
-    # layers do, would fail shard_map's varying-axis type check; fn uses no collectives
-    return jax.shard_map(fn, mesh=mesh, in_specs=specs, out_specs=PartitionSpec(axis), check_vma=False)(
-        *replicated, *sharded
-    )
-
-
-def cast_params(params: Any, compute_dtype: str) -> Any:
-    """``params`` with every floating leaf cast to ``compute_dtype`` (others untouched)."""
-    if compute_dtype == "float32":
-        return params
-    dt = jnp.dtype(compute_dtype)
-    return jax.tree_util.tree_map(
-        lambda a: a.astype(dt) if jnp.issubdtype(jnp.result_type(a), jnp.floating) else a, params
-    )
-
-
-def model_logits(apply_fn: ApplyFn, params: Any, waves: jax.Array, compute_dtype: str = "float32") -> jax.Array:
-    """``class_logits(apply(params, waves))`` in ``compute_dtype``, returned as float32 (traceable).
-
-    For ``"bfloat16"`` the waveforms and floating parameters are cast to bfloat16 and the model is
-    traced under standard dtype promotion, so a model that does part of its work in float32 (an
-    FFT front end, float32 constants) still runs: those ops promote to float32. Which layers then
-    really run in bfloat16 depends on the model: wav2vec2/HuBERT hand their normalised waveform
-    back in the input's dtype, so the conv stack and transformer run in bfloat16; AST and Whisper
-    compute their float32 fbank/log-mel front end and, from there on, float32 activations meet
-    bfloat16 weights and promote to float32 (bfloat16-rounded weights, float32 arithmetic). XLA's
-    FFTs take float32 only: a model that applies an FFT to its input without casting it to
-    float32 first fails with XLA's "RFFT input must be float32" error.
-    """
-    if compute_dtype == "float32":
-        return class_logits(apply_fn(params, waves))
-    with jax.numpy_dtype_promotion("standard"):
-        logits = apply_fn(cast_params(params, compute_dtype), waves.astype(compute_dtype))
-    return class_logits(logits.astype(jnp.float32))
-
-
-def masked_logits(
-    apply_fn: ApplyFn,
-    params: Any,
-    domain: Domain,
-    coeffs: Coefficients,
-    clip: jax.Array,
-    masks: jax.Array,
-    mesh: Mesh | None = None,
-    axis: str | None = None,
-    compute_dtype: str = "float32",
-) -> jax.Array:
-    """Logits ``[B, C]`` of ``domain.synthesize(coeffs[clip[b]], masks[b])`` for each b (traceable).
-
-    ``coeffs`` is batched over clips; ``clip[B]`` picks each candidate's clip. Synthesis is float32;
-    the model call runs in ``compute_dtype`` (see :func:`model_logits`).
-    """
-
-    def local(params: Any, coeffs: Coefficients, clip: jax.Array, masks: jax.Array) -> jax.Array:
-        picked = jax.tree_util.tree_map(lambda a: a[clip], coeffs)
-        return model_logits(apply_fn, params, jax.vmap(domain.synthesize)(picked, masks), compute_dtype)
-
-    return on_shards(local, mesh, axis, (params, coeffs), (clip, masks))
-
-
-def top1_and_confidence(logits: jax.Array, targets: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Top-1 label ``[B]`` (int32) and softmax confidence of ``targets[B]`` (float32)."""
-    probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
-    conf = jnp.take_along_axis(probs, targets.astype(jnp.int32)[:, None], axis=1)[:, 0]
-    return jnp.argmax(logits, axis=-1).astype(jnp.int32), conf
-
-
-def replicate(params: Any, mesh: Mesh | None) -> Any:
-    """``params`` placed on every device of ``mesh`` (candidates are split, the model is not).
-
-    Parameters restored from a checkpoint are committed to one device; without this, a jitted call
-    that also sees mesh-sharded candidates would refuse the mix of devices.
-    """
-    if mesh is None:
-        return params
-    return jax.device_put(params, NamedSharding(mesh, PartitionSpec()))
-
-
-def device_batch(max_batch: int, total: int, mesh: Mesh | None, axis: str | None) -> int:
-    """Chunk size: ``max_batch`` (or fewer when there is less to do), rounded up to a multiple of
-    the mesh axis' device count so each device gets an equal share."""
-    b = max(1, min(max_batch, total))
-    if mesh is not None:
-        d = mesh.shape[axis]
-        b = -(-b // d) * d
-    return b
-
-
-def resolve_axis(mesh: Mesh | None, axis: str | None) -> str | None:
-    """The mesh axis candidates are sharded over (the first one unless named)."""
-    if mesh is None:
-        return None
-    if axis is None:
-        return mesh.axis_names[0]
-    if axis not in mesh.axis_names:
-        raise ValueError(f"mesh has no axis {axis!r}; its axes are {mesh.axis_names}")
-    return axis
-
-
-@functools.partial(jax.jit, static_argnames=("apply_fn",))
-def _predict(apply_fn: ApplyFn, params: Any, waveforms: jax.Array) -> jax.Array:
-    TRACE_COUNTS["predict"] += 1
-    return class_logits(apply_fn(params, waveforms))
-
-
-def predict(apply_fn: ApplyFn, params: Any, waveforms: jax.Array) -> jax.Array:
-    """Jitted logits ``[B, C]`` of ``waveforms[B, T]`` (one-logit models read as binary)."""
-    return _predict(apply_fn, params, jnp.asarray(waveforms, jnp.float32))
-
-
-# ----------------------------------------------------------------------------------------------
 # Boxes: (r0, r1, c0, c1) half-open; 1-D grids are one row.
 # ----------------------------------------------------------------------------------------------
 
 
-def _split(u: jax.Array, box: jax.Array, two_d: bool) -> jax.Array:
+def _split(u: jax.Array, box: jax.Array, two_d: bool, rex_cuts: bool = False) -> jax.Array:
     """The 4 children ``[4, 4]`` of one box from 3 random words ``u`` (meaningless for boxes that
-    cannot be split). A draw in ``[0, n)`` is ``u % n``: uniform up to a bias below n / 2**32."""
+    cannot be split). A draw in ``[0, n)`` is ``u % n``: uniform up to a bias below n / 2**32.
+    ``rex_cuts``: ReX's cut rule (``SearchConfig.cut_rule``), which allows empty children."""
     r0, r1, c0, c1 = box[0], box[1], box[2], box[3]
 
     def below(word: jax.Array, n: jax.Array) -> jax.Array:
         return (word % jnp.maximum(n, 1).astype(jnp.uint32)).astype(jnp.int32)
 
     if two_d:
-        row = r0 + 1 + below(u[0], r1 - r0 - 1)
-        col = c0 + 1 + below(u[1], c1 - c0 - 1)
+        if rex_cuts:  # a flat position uniform in [1, h * w), as ReX draws the corner
+            w = jnp.maximum(c1 - c0, 1)
+            pos = 1 + below(u[0], (r1 - r0) * w - 1)
+            row, col = r0 + pos // w, c0 + pos % w
+        else:
+            row = r0 + 1 + below(u[0], r1 - r0 - 1)
+            col = c0 + 1 + below(u[1], c1 - c0 - 1)
         return jnp.stack([
             jnp.stack([r0, row, c0, col]),
             jnp.stack([r0, row, col, c1]),
             jnp.stack([row, r1, c0, col]),
             jnp.stack([row, r1, col, c1]),
         ])
-    # 3 distinct cut points uniformly among the m = width - 1 interior positions: draw them one at
-    # a time from what is left (shifting past the ones already taken).
-    m = c1 - c0 - 1
+    # 3 distinct cut points uniformly among the m = width - 1 interior positions (ReX: the width
+    # offsets 0..width-1): draw them one at a time from what is left (shifting past the ones
+    # already taken).
+    m = c1 - c0 - (0 if rex_cuts else 1)
     a = below(u[0], m)
     b = below(u[1], m - 1)
     b = b + (b >= a).astype(jnp.int32)
@@ -353,7 +264,7 @@ def _split(u: jax.Array, box: jax.Array, two_d: bool) -> jax.Array:
     c = below(u[2], m - 2)
     c = c + (c >= lo).astype(jnp.int32)
     c = c + (c >= hi).astype(jnp.int32)
-    p = jnp.sort(jnp.stack([a, b, c])) + c0 + 1
+    p = jnp.sort(jnp.stack([a, b, c])) + c0 + (0 if rex_cuts else 1)
     edges = jnp.stack([c0, p[0], p[1], p[2], c1])
     return jnp.stack([jnp.stack([r0, r1, edges[j], edges[j + 1]]) for j in range(4)])
 
@@ -384,24 +295,21 @@ def _mutant(parent: jax.Array, box: jax.Array, kids: jax.Array, bits: jax.Array)
     return keep
 
 
-def clip_keys(key: jax.Array, n: int) -> jax.Array:
-    """``[n]`` typed PRNG keys, one per clip: ``key`` itself for one clip, ``split(key, n)`` for
-    several, or a given ``[n]`` batch of keys (raw ``uint32`` key data is accepted too)."""
-    k = jnp.asarray(key) if not isinstance(key, jax.Array) else key
-    if not jnp.issubdtype(k.dtype, jax.dtypes.prng_key):
-        k = jax.random.wrap_key_data(k)
-    if k.ndim == 0:
-        return k[None] if n == 1 else jax.random.split(k, n)
-    if k.shape != (n,):
-        raise ValueError(f"expected one key or {n} keys, got key array of shape {k.shape}")
-    return k
-
-
 @functools.partial(jax.jit, static_argnames=("iters", "tree_depth"))
-def _draws(keys: jax.Array, iters: int, tree_depth: int) -> jax.Array:
-    """``[N, iters, depth, slot, 3]`` random words: everything the walks of N clips draw, made up
-    front from each clip's key (a flat draw: multi-dimensional ``random.bits`` compiles slowly)."""
-    TRACE_COUNTS["draws"] += 1
+def iteration_draws(keys: jax.Array, iters: int, tree_depth: int) -> jax.Array:
+    """``[N, iters, tree_depth + 1, 3, 3]`` uint32: every random word the walks of N clips draw
+    (iteration, depth, job slot, cut), made up front from each clip's key (a flat draw:
+    multi-dimensional ``random.bits`` compiles slowly).
+
+    Iteration ``i``'s words do not depend on how many iterations follow it, as long as they are
+    drawn together: draw all iterations once and hand :func:`walk` a slice ``draws[:, a:b]`` to
+    run iterations ``a..b-1`` alone (what the full walk does for them).
+
+    Example:
+        >>> d = iteration_draws(jax.random.split(jax.random.key(0), 2), iters=5, tree_depth=3)
+        >>> d.shape, d.dtype
+        ((2, 5, 4, 3, 3), dtype('uint32'))
+    """
     shape = (iters, tree_depth + 1, _SLOTS, 3)
     bits = jax.vmap(lambda k: jax.random.bits(k, (int(np.prod(shape)),), jnp.uint32))(keys)
     return bits.reshape((keys.shape[0], *shape))
@@ -412,13 +320,31 @@ def _draws(keys: jax.Array, iters: int, tree_depth: int) -> jax.Array:
 # ----------------------------------------------------------------------------------------------
 
 
+class Walk(NamedTuple):
+    """What :func:`walk` returns for N clips (device arrays, traceable).
+
+    Attributes:
+        credits: ``[N, L, R, W, C]`` int32 credit in units of ``1 / CREDIT_UNIT`` over the grid
+            (a 1-D grid is one row, ``R = 1``), per class (``C = 1``, the target, with
+            ``target_only``). ``L = 1`` (the iterations summed) for the additive combination of
+            maps, ``L`` = the iterations walked for the multiplicative one.
+        queries: ``[N]`` int32 mutants evaluated.
+        depth: ``[N]`` int32 deepest refinement at which some mutant passed (-1: none).
+    """
+
+    credits: jax.Array
+    queries: jax.Array
+    depth: jax.Array
+
+
 class _State(NamedTuple):
     depth: jax.Array  # () int32: tree depth of the boxes refined next
     parent: jax.Array  # [N, I, R, W] bool: cells kept by the last passing mutant
     boxes: jax.Array  # [N, I, 3, 4] int32: the job's boxes
     slot_ok: jax.Array  # [N, I, 3] bool: which job slots hold a box
     alive: jax.Array  # [N, I] bool
-    diff: jax.Array  # [N, R + 1, W + 1, C] int32: 2-D difference array of the credits
+    diff: jax.Array  # [N, L, R + 1, W + 1, C] int32: 2-D difference arrays of the credits, one per
+    # iteration (L = iters) for the multiplicative combination of maps, else one in all (L = 1)
     queries: jax.Array  # [N] int32
     deepest: jax.Array  # [N] int32
 
@@ -428,46 +354,62 @@ class _Proposal(NamedTuple):
     valid: jax.Array  # [N, I, 3, 14] bool: candidates that are evaluated
 
 
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """What the compiled walk is specialised on (a static jit argument): the settings that change
+    shapes or code, never data (the confidence threshold is traced, so changing it does not
+    recompile)."""
+
+    domain: Domain
+    grid: tuple[int, ...]
+    classes: int  # maps kept: the model's classes, or 1 (target_only)
+    batch: int  # candidates per model call
+    tree_depth: int
+    min_box_size: int
+    compute_dtype: str
+    linear: bool
+    rex_cuts: bool
+    per_iteration: bool  # one credit map per iteration (the multiplicative combination)
+    target_only: bool
+    mesh: Mesh | None
+    axis: str | None
+
+    @property
+    def two_d(self) -> bool:
+        return len(self.grid) == 2
+
+
 def _grid2(grid: tuple[int, ...]) -> tuple[int, int]:
     return (1, grid[0]) if len(grid) == 1 else (grid[0], grid[1])
 
 
-# The walk is three jitted stages per depth. The two bookkeeping stages never see the model, so
-# they compile once per (clips, iterations, grid, classes) and are shared by every model; the
-# evaluation stage is the one vmapped, chunked call per depth through ``apply``.
+# The walk is one jitted function (``_walk``, compiled and cached per model by
+# :func:`jsuff.evaluate.model_jit`): a ``lax.while_loop`` over depths whose body evaluates a level
+# (``_level``, the only part that sees the model) and credits it (``_advance``).
 
 
-def _initial_state(active: np.ndarray, iters: int, grid: tuple[int, ...], num_classes: int) -> _State:
-    """Every iteration at the root: one job, the whole grid (built on the host, nothing to compile)."""
+def _initial_state(active: jax.Array, iters: int, plan: _Plan) -> _State:
+    """Every iteration at the root: one job, the whole grid."""
     n = active.shape[0]
-    r, w = _grid2(grid)
-    boxes = np.zeros((n, iters, _SLOTS, 4), np.int32)
-    boxes[:, :, 0] = (0, r, 0, w)
+    r, w = _grid2(plan.grid)
+    boxes = jnp.zeros((n, iters, _SLOTS, 4), jnp.int32).at[:, :, 0].set(jnp.array([0, r, 0, w], jnp.int32))
     return _State(
         depth=jnp.int32(0),
         parent=jnp.ones((n, iters, r, w), bool),
-        boxes=jnp.asarray(boxes),
-        slot_ok=jnp.asarray(np.broadcast_to(np.arange(_SLOTS) == 0, (n, iters, _SLOTS))),
-        alive=jnp.asarray(np.broadcast_to(np.asarray(active, bool)[:, None], (n, iters))),
-        diff=jnp.zeros((n, r + 1, w + 1, num_classes), jnp.int32),
+        boxes=boxes,
+        slot_ok=jnp.broadcast_to(jnp.arange(_SLOTS) == 0, (n, iters, _SLOTS)),
+        alive=jnp.broadcast_to(active[:, None], (n, iters)),
+        diff=jnp.zeros((n, iters if plan.per_iteration else 1, r + 1, w + 1, plan.classes), jnp.int32),
         queries=jnp.zeros(n, jnp.int32),
         deepest=jnp.full(n, -1, jnp.int32),
     )
 
 
-def _propose(
-    depth: jax.Array,
-    boxes: jax.Array,
-    slot_ok: jax.Array,
-    alive: jax.Array,
-    draws: jax.Array,
-    *,
-    min_box_size: int,
-    two_d: bool,
-) -> _Proposal:
-    u = jax.lax.dynamic_index_in_dim(draws, depth, axis=2, keepdims=False)  # [N, I, 3, 3]
-    kids = jax.vmap(jax.vmap(jax.vmap(functools.partial(_split, two_d=two_d))))(u, boxes)
-    can = slot_ok & alive[:, :, None] & _splittable(boxes, min_box_size, two_d)
+def _propose(state: _State, draws: jax.Array, plan: _Plan) -> _Proposal:
+    u = jax.lax.dynamic_index_in_dim(draws, state.depth, axis=2, keepdims=False)  # [N, I, 3, 3]
+    split = functools.partial(_split, two_d=plan.two_d, rex_cuts=plan.rex_cuts)
+    kids = jax.vmap(jax.vmap(jax.vmap(split)))(u, state.boxes)
+    can = state.slot_ok & state.alive[:, :, None] & _splittable(state.boxes, plan.min_box_size, plan.two_d)
     return _Proposal(kids, jnp.broadcast_to(can[..., None], (*can.shape, len(SUBSETS))))
 
 
@@ -478,9 +420,9 @@ def _in_chunks(
     classify: Callable[[jax.Array], tuple[jax.Array, jax.Array]],
 ) -> tuple[jax.Array, jax.Array]:
     """Labels and confidences ``[len(valid) * width]`` of the units where ``valid[units]`` is
-    True, ``size`` units per ``classify(ids[size])`` call in a ``lax.while_loop``; unit ``i``
-    owns outputs ``i * width .. i * width + width - 1`` (traced). Units never evaluated keep
-    label 0 and confidence 0."""
+    True, ``size`` units per ``classify(ids[size])`` call in a ``lax.while_loop`` that runs only
+    as many calls as there are valid units; unit ``i`` owns outputs ``i * width .. i * width +
+    width - 1`` (traced). Units never evaluated keep label 0 and confidence 0."""
     # compaction: the valid units first, in order (a stable sort, not nonzero's scan)
     order = jnp.argsort(~valid, stable=True).astype(jnp.int32)
     count = valid.sum(dtype=jnp.int32)
@@ -503,56 +445,49 @@ def _in_chunks(
     return pred[:total], conf[:total]
 
 
-@functools.partial(
-    jax.jit, static_argnames=(
-        "apply_fn", "domain", "grid", "batch", "mesh", "axis", "min_box_size", "compute_dtype", "linear"
-    ),
-)
-def _evaluate(
+def _refinements_per_call(plan: _Plan) -> int:
+    """Whole refinements per model call with linear synthesis (0: synthesise each mutant), a
+    multiple of the device count so every device gets a share."""
+    if not plan.linear:
+        return 0
+    per_device = 1 if plan.mesh is None else plan.mesh.shape[plan.axis]
+    return plan.batch // len(SUBSETS) // per_device * per_device
+
+
+def _level(
     params: Any,
     coeffs: Coefficients,
+    silence: jax.Array | None,
     targets: jax.Array,
-    depth: jax.Array,
-    parent: jax.Array,
-    boxes: jax.Array,
-    slot_ok: jax.Array,
-    alive: jax.Array,
+    state: _State,
     draws: jax.Array,
     *,
     apply_fn: ApplyFn,
-    domain: Domain,
-    grid: tuple[int, ...],
-    batch: int,
-    mesh: Mesh | None,
-    axis: str | None,
-    min_box_size: int,
-    compute_dtype: str = "float32",
-    linear: bool = False,
+    plan: _Plan,
 ) -> tuple[_Proposal, jax.Array, jax.Array]:
-    """Split the job boxes, then the top-1 label and target confidence of every valid candidate,
-    ``batch`` per model call (whole refinements of 14 per call with ``linear``)."""
-    TRACE_COUNTS["evaluate"] += 1
-    params = cast_params(params, compute_dtype)  # once, outside the loop over chunks
-    prop = _propose(depth, boxes, slot_ok, alive, draws, min_box_size=min_box_size, two_d=len(grid) == 2)
+    """Split the job boxes of one depth, then the top-1 label and target confidence of every valid
+    candidate, ``plan.batch`` per model call (whole refinements of 14 per call with linear
+    synthesis). ``params`` are already in the compute dtype."""
+    prop = _propose(state, draws, plan)
     n, iters, slots, m = prop.valid.shape
-    # whole refinements per call, a multiple of the device count so every device gets a share
-    per_device = 1 if mesh is None else mesh.shape[axis]
-    refinements = batch // m // per_device * per_device
-    if linear and refinements > 0:
+    if silence is not None:
         pred, conf = _evaluate_by_refinement(
-            params, coeffs, targets, parent, boxes, prop, apply_fn=apply_fn, domain=domain, grid=grid,
-            refinements=refinements, mesh=mesh, axis=axis, compute_dtype=compute_dtype,
+            params, coeffs, silence, targets, state.parent, state.boxes, prop, apply_fn=apply_fn, plan=plan
         )
         return prop, pred, conf
     bits_table = jnp.asarray(_BITS)
+    grid, batch = plan.grid, plan.batch
 
     def classify(ids: jax.Array) -> tuple[jax.Array, jax.Array]:
         ci, rest = jnp.divmod(ids, iters * slots * m)
         ii, rest = jnp.divmod(rest, slots * m)
         bi, si = jnp.divmod(rest, m)
-        masks = jax.vmap(_mutant)(parent[ci, ii], boxes[ci, ii, bi], prop.kids[ci, ii, bi], bits_table[si])
+        masks = jax.vmap(_mutant)(
+            state.parent[ci, ii], state.boxes[ci, ii, bi], prop.kids[ci, ii, bi], bits_table[si]
+        )
         logits = masked_logits(
-            apply_fn, params, domain, coeffs, ci, masks.reshape((batch, *grid)), mesh, axis, compute_dtype
+            apply_fn, params, plan.domain, coeffs, ci, masks.reshape((batch, *grid)), plan.mesh, plan.axis,
+            plan.compute_dtype,
         )
         return top1_and_confidence(logits, targets[ci])
 
@@ -563,21 +498,17 @@ def _evaluate(
 def _evaluate_by_refinement(
     params: Any,
     coeffs: Coefficients,
+    silence: jax.Array,
     targets: jax.Array,
     parent: jax.Array,
     boxes: jax.Array,
     prop: _Proposal,
     *,
     apply_fn: ApplyFn,
-    domain: Domain,
-    grid: tuple[int, ...],
-    refinements: int,
-    mesh: Mesh | None,
-    axis: str | None,
-    compute_dtype: str,
+    plan: _Plan,
 ) -> tuple[jax.Array, jax.Array]:
-    """Like the candidate loop of :func:`_evaluate`, ``refinements`` whole refinements per model
-    call, their mutants synthesised from 5 waveforms each (traced inside ``_evaluate``).
+    """Like the candidate loop of :func:`_level`, whole refinements per model call, their mutants
+    synthesised from 5 waveforms each; ``silence[N, T]`` is ``s(0)`` of each clip.
 
     A mutant keeps ``base | kids_A`` with ``base = parent \\ box`` and the children of ``box``
     disjoint from ``base`` and from each other. Synthesis is affine in the mask
@@ -586,9 +517,9 @@ def _evaluate_by_refinement(
     adds.
     """
     n, iters, slots, m = prop.valid.shape
+    grid, domain = plan.grid, plan.domain
     r, w = _grid2(grid)
-    rb = refinements
-    silence = jax.vmap(domain.synthesize)(coeffs, jnp.zeros((n, *grid), bool))  # s(0) per clip
+    rb = _refinements_per_call(plan)
     in_box = jax.vmap(functools.partial(_in_box, shape=(r, w)))
 
     def local(params: Any, coeffs: Coefficients, silence: jax.Array, ci: jax.Array, masks: jax.Array,
@@ -604,7 +535,7 @@ def _evaluate_by_refinement(
         waves = parts[:, :1] + sum(
             jnp.where(_KTH_ON[None, :, k, None], deltas[:, _KTH[:, k]], 0.0) for k in range(3)
         )  # [b, 14, T]
-        logits = model_logits(apply_fn, params, waves.reshape(b * m, -1), compute_dtype)
+        logits = model_logits(apply_fn, params, waves.reshape(b * m, -1), plan.compute_dtype)
         return top1_and_confidence(logits, jnp.repeat(targets, m))
 
     def classify(ids: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -613,14 +544,13 @@ def _evaluate_by_refinement(
         base = parent[ci, ii] & ~in_box(boxes[ci, ii, bi])  # [rb, R, W]
         kids = in_box(prop.kids[ci, ii, bi].reshape(rb * 4, 4)).reshape(rb, 4, r, w)
         masks = jnp.concatenate([base[:, None], kids], axis=1).reshape((rb, 5, *grid))
-        return on_shards(local, mesh, axis, (params, coeffs, silence), (ci, masks, targets[ci]))
+        return on_shards(local, plan.mesh, plan.axis, (params, coeffs, silence), (ci, masks, targets[ci]))
 
     # a refinement's 14 mutants are valid together: its first one stands for all
     pred, conf = _in_chunks(prop.valid[..., 0].reshape(-1), rb, m, classify)
     return pred.reshape(n, iters, slots, m), conf.reshape(n, iters, slots, m)
 
 
-@functools.partial(jax.jit, static_argnames=("target_only",))
 def _advance(
     state: _State,
     prop: _Proposal,
@@ -632,7 +562,6 @@ def _advance(
     target_only: bool = False,
 ) -> _State:
     """Credit the refinements that had a pass and move each iteration to its next job."""
-    TRACE_COUNTS["advance"] += 1
     n, iters, slots, m = prop.valid.shape
     c = state.diff.shape[-1]
     kids, valid = prop.kids, prop.valid
@@ -654,8 +583,12 @@ def _advance(
     rows = jnp.stack([kids[..., 0], kids[..., 0], kids[..., 1], kids[..., 1]], axis=-1)
     cols = jnp.stack([kids[..., 2], kids[..., 3], kids[..., 2], kids[..., 3]], axis=-1)
     clip = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32).reshape(n, 1, 1, 1, 1), rows.shape)
+    # which of the difference arrays: the iteration's own, or the one shared by all
+    per_iteration = state.diff.shape[1] == iters and iters > 1
+    it = jnp.arange(iters, dtype=jnp.int32) if per_iteration else jnp.zeros(iters, jnp.int32)
+    layer = jnp.broadcast_to(it.reshape(1, iters, 1, 1, 1), rows.shape)
     sign = jnp.array([1, -1, -1, 1], jnp.int32).reshape(1, 1, 1, 1, 4, 1)
-    diff = state.diff.at[clip, rows, cols].add(weight[:, :, :, :, None, :] * sign)
+    diff = state.diff.at[clip, layer, rows, cols].add(weight[:, :, :, :, None, :] * sign)
 
     # next job: the passing mutant with the smallest kept area (the first on ties); all mutants of
     # an iteration share its parent, so comparing the change of area is enough
@@ -689,63 +622,161 @@ def _advance(
     )
 
 
+@model_jit(static_argnames=("plan",))
 def _walk(
-    apply_fn: ApplyFn,
     params: Any,
-    domain: Domain,
     coeffs: Coefficients,
     targets: jax.Array,
     thresholds: jax.Array,
     active: jax.Array,
-    keys: jax.Array,
+    draws: jax.Array,
     *,
-    config: SearchConfig,
-    grid: tuple[int, ...],
-    num_classes: int,
-    mesh: Mesh | None,
-    axis: str | None,
-    target_only: bool,
-) -> _State:
-    """All iterations of all clips, depth by depth in lock-step."""
-    n = active.shape[0]
-    state = _initial_state(np.asarray(active), config.iters, grid, 1 if target_only else num_classes)
-    draws = _draws(keys, iters=config.iters, tree_depth=config.tree_depth)
-    batch = device_batch(config.max_batch, n * config.iters * _SLOTS * len(SUBSETS), mesh, axis)
-    for _ in range(config.tree_depth + 1):
-        if not bool(state.alive.any()):
-            break
-        prop, pred, conf = _evaluate(
-            params, coeffs, targets, state.depth, state.parent, state.boxes, state.slot_ok, state.alive, draws,
-            apply_fn=apply_fn, domain=domain, grid=grid, batch=batch, mesh=mesh, axis=axis,
-            min_box_size=config.min_box_size,
-            compute_dtype=config.compute_dtype,
-            linear=config.linear_synthesis and domain.affine,
+    apply_fn: ApplyFn,
+    plan: _Plan,
+) -> Walk:
+    """All iterations of all clips, depth by depth in lock-step, as one ``lax.while_loop`` that
+    stops once no iteration is alive (or past ``tree_depth``); credits integrated at the end."""
+    params = cast_params(params, plan.compute_dtype)  # once, outside the loops
+    n, iters = draws.shape[:2]
+    silence = None
+    if _refinements_per_call(plan) > 0:  # s(0) per clip, for linear synthesis
+        silence = jax.vmap(plan.domain.synthesize)(coeffs, jnp.zeros((n, *plan.grid), bool))
+
+    def level(state: _State) -> _State:
+        prop, pred, conf = _level(params, coeffs, silence, targets, state, draws, apply_fn=apply_fn, plan=plan)
+        return _advance(state, prop, pred, conf, targets, thresholds, target_only=plan.target_only)
+
+    def going(state: _State) -> jax.Array:
+        return (state.depth <= plan.tree_depth) & state.alive.any()
+
+    state = jax.lax.while_loop(going, level, _initial_state(active, iters, plan))
+    r, w = _grid2(plan.grid)
+    credits = jnp.cumsum(jnp.cumsum(state.diff, axis=2), axis=3)[:, :, :r, :w, :]
+    return Walk(credits, state.queries, state.deepest)
+
+
+def walk(
+    apply_fn: ApplyFn,
+    params: Any,
+    clips: Clips,
+    draws: jax.Array,
+    *,
+    domain: Domain = RFFT(),
+    config: SearchConfig = SearchConfig(),
+    active: Any = None,
+    mesh: Mesh | None = None,
+    mesh_axis: str | None = None,
+    target_only: bool = False,
+) -> Walk:
+    """The batched walk of prepared clips over the iterations whose random words are ``draws``:
+    one compiled call (traceable: it runs inside ``jax.jit`` and ``jax.vmap`` too).
+
+    :func:`responsibility_maps` is ``walk`` over ``iteration_draws(keys, config.iters, ...)``
+    followed by :func:`maps_of`. Iterations are independent, so walking ``draws[:, a:b]`` and
+    ``draws[:, b:c]`` and merging them (:func:`merge_walks`) equals walking ``draws[:, a:c]``:
+    a caller can run the iterations in rounds and stop early.
+
+    Args:
+        apply_fn, params: the model (its identity keys the compilation cache).
+        clips: :class:`jsuff.evaluate.Clips` from :func:`jsuff.evaluate.prepare`.
+        draws: ``[N, I, config.tree_depth + 1, 3, 3]`` uint32 from :func:`iteration_draws` (or a
+            slice of it over iterations). ``config.iters`` is not used: ``I`` is.
+        domain, config, active, mesh, mesh_axis, target_only: as :func:`responsibility_maps`.
+
+    Returns:
+        :class:`Walk`: credits, queries and depth, on the device.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jsuff.evaluate import prepare
+        >>> from jsuff.domains import Time
+        >>> apply = lambda p, x: jnp.stack([x[:, :4].sum(-1), x[:, 4:].sum(-1)], axis=-1)
+        >>> clips = prepare(apply, None, jnp.ones((1, 64)), domain=Time())
+        >>> cfg = SearchConfig(iters=4)
+        >>> draws = iteration_draws(jax.random.key(0)[None], iters=cfg.iters, tree_depth=cfg.tree_depth)
+        >>> rounds = [walk(apply, None, clips, draws[:, i : i + 2], domain=Time(), config=cfg) for i in (0, 2)]
+        >>> r = maps_of(merge_walks(rounds, cfg.map_combination), clips, (64,), cfg.map_combination)
+        >>> r.maps.shape  # equal to responsibility_maps(..., config=cfg, key=jax.random.key(0))
+        (1, 2, 64)
+    """
+    axis = resolve_axis(mesh, mesh_axis)
+    params = replicate(params, mesh)
+    n, t = clips.waveforms.shape
+    expected = (n, config.tree_depth + 1, _SLOTS, 3)
+    if draws.ndim != 5 or (draws.shape[0], *draws.shape[2:]) != expected:
+        raise ValueError(
+            f"draws must be [N, iterations, tree_depth + 1, 3, 3] = [{n}, I, {config.tree_depth + 1}, 3, 3] "
+            f"(iteration_draws), got shape {draws.shape}"
         )
-        state = _advance(state, prop, pred, conf, targets, thresholds, target_only=target_only)
-    return state
+    iters = draws.shape[1]
+    plan = _Plan(
+        domain=domain,
+        grid=tuple(domain.grid_shape(t)),
+        classes=1 if target_only else int(clips.logits.shape[1]),
+        batch=device_batch(config.max_batch, n * iters * _SLOTS * len(SUBSETS), mesh, axis),
+        tree_depth=config.tree_depth,
+        min_box_size=config.min_box_size,
+        compute_dtype=config.compute_dtype,
+        linear=config.linear_synthesis and domain.affine,
+        rex_cuts=config.cut_rule == "rex",
+        per_iteration=config.map_combination == "multiplicative" and iters > 1,
+        target_only=target_only,
+        mesh=mesh,
+        axis=axis,
+    )
+    act = jnp.ones(n, bool) if active is None else jnp.broadcast_to(jnp.asarray(active, bool), (n,))
+    thresholds = clips.confidence * jnp.float32(config.confidence_filter)
+    return _walk(params, clips.coeffs, clips.targets, thresholds, act, draws, apply_fn=apply_fn, plan=plan)
 
 
-@functools.partial(jax.jit, static_argnames=("apply_fn", "domain"))
-def analyze_and_predict(
-    apply_fn: ApplyFn, domain: Domain, params: Any, waveforms: jax.Array
-) -> tuple[Coefficients, jax.Array]:
-    """Batched coefficients ``domain.analyze(waveforms[n])`` and logits ``[N, C]`` (jitted)."""
-    TRACE_COUNTS["analyze"] += 1
-    coeffs = jax.vmap(domain.analyze)(waveforms)
-    return coeffs, class_logits(apply_fn(params, waveforms))
+def merge_walks(parts: Iterable[Walk], combination: str = "additive") -> Walk:
+    """One :class:`Walk` from walks of the same clips over disjoint iterations, in order (see
+    :func:`walk`): credits summed (additive) or their iterations side by side (multiplicative),
+    queries summed, the deepest depth kept."""
+    parts = list(parts)
+    if combination == "multiplicative":
+        credits = jnp.concatenate([p.credits for p in parts], axis=1)
+    else:
+        credits = functools.reduce(jnp.add, [p.credits for p in parts])
+    return Walk(
+        credits,
+        functools.reduce(jnp.add, [p.queries for p in parts]),
+        functools.reduce(jnp.maximum, [p.depth for p in parts]),
+    )
 
 
-def _as_batch(waveforms: Any) -> jax.Array:
-    x = validate_waveform(np.asarray(waveforms), name="waveforms")
-    return jnp.asarray(x[None] if x.ndim == 1 else x)
+def maps_of(w: Walk, clips: Clips, grid: tuple[int, ...], combination: str = "additive") -> SearchResult:
+    """The :class:`SearchResult` of a walk: credits combined into maps (:func:`combine_maps`).
+
+    Concrete credits are combined on the host (in float64, NumPy arrays out); traced ones (inside
+    ``jax.jit``/``jax.vmap``) on the device in float32, where XLA's division of the integer
+    credits by ``CREDIT_UNIT`` may round a map value one float32 step away from the host's (the
+    order of cells is the same)."""
+    n = w.credits.shape[0]
+    traced = isinstance(w.credits, jax.core.Tracer)
+    credits = w.credits if traced else np.asarray(w.credits, np.int64)
+    xp = jnp if traced else np
+    combined = combine_maps(credits / CREDIT_UNIT, combination)  # [N, R, W, C]
+    maps = xp.moveaxis(combined, -1, 1).reshape((n, combined.shape[-1], *grid))
+    if traced:
+        return SearchResult(
+            maps.astype(jnp.float32), clips.targets, clips.confidence.astype(jnp.float32), w.queries, w.depth
+        )
+    return SearchResult(
+        maps=maps.astype(np.float32),
+        targets=np.asarray(clips.targets),
+        target_confidence=np.asarray(clips.confidence, np.float32),
+        queries=np.asarray(w.queries, np.int64),
+        depth=np.asarray(w.depth),
+    )
 
 
 def responsibility_maps(
     apply_fn: ApplyFn,
-    params: Any,
-    waveforms: Any,
+    params: Any = NOT_GIVEN,
+    waveforms: Any = NOT_GIVEN,
     *,
-    domain: Domain = RFFT(),
+    domain: Domain | str = RFFT(),
     config: SearchConfig = SearchConfig(),
     key: jax.Array,
     targets: Any = None,
@@ -756,14 +787,30 @@ def responsibility_maps(
 ) -> SearchResult:
     """Causal responsibility maps of one or several clips (see the module docstring).
 
+    The walk is one compiled call per (model, grid, clips, settings); nothing waits for the
+    device until it returns. Called with traced arguments (inside the caller's ``jax.jit`` or
+    ``jax.vmap``: over clips, keys, targets or parameters) it is traced into the caller's
+    program and returns the :class:`SearchResult` as traced arrays, equal to the host call's up
+    to float32 rounding of the maps (see :func:`maps_of`); traced clips are checked for their
+    shape only, traced targets are not range-checked. ``apply_fn``, ``domain``, ``config``,
+    ``mesh``, ``target_only`` and the clips' shape are static (compile-time) settings; the
+    clips, keys, targets, ``active`` and parameters are data. To search many clips, prefer one
+    ``[N, T]`` call to a ``vmap`` over clips: the call packs the live candidates of all clips
+    into its model calls, while under ``vmap`` every clip runs as many model calls per depth
+    as the busiest one.
+
     Args:
         apply_fn: ``apply(params, waveforms[B, T]) -> logits[B, C]``, pure and jittable. Its
-            identity keys the compilation cache: pass the same function object to reuse it.
+            identity keys the compilation cache: pass the same function object to reuse it. Or a
+            :class:`jsuff.Model`, called as ``responsibility_maps(model, waveforms, ...)``.
         params: the model's parameters (any pytree).
-        waveforms: ``[T]`` or ``[N, T]`` float clips at the model's rate.
-        domain: the grid to search (``RFFT()``, ``STFT(...)``, ``Time(...)``).
+        waveforms: ``[T]`` or ``[N, T]`` float clips at the model's rate, or
+            :class:`jsuff.evaluate.Clips` already prepared by :func:`jsuff.evaluate.prepare`
+            (validated, analysed and classified; their targets are the ones searched).
+        domain: the grid to search (``RFFT()``, ``STFT(...)``, ``Time(...)``, or a name).
         config: :class:`SearchConfig`.
-        key: one PRNG key (see :func:`clip_keys` for how it is shared among clips) or ``[N]`` keys.
+        key: one PRNG key (see :func:`jsuff.evaluate.clip_keys` for how it is shared among clips)
+            or ``[N]`` keys.
         targets: ``[N]`` labels to explain; default: the model's top-1 on each clip.
         active: ``[N]`` bool; clips marked False are not searched (zero maps, no queries).
         mesh: shard each chunk of candidates over the devices of one mesh axis.
@@ -774,6 +821,11 @@ def responsibility_maps(
     Returns:
         :class:`SearchResult` with ``[N, C, *grid]`` maps (``[N, 1, *grid]`` with ``target_only``).
 
+    Raises:
+        AudioError: a clip is empty or non-finite, or its grid has fewer than ``min_box_size`` cells.
+        ValueError: ``targets`` out of range or given with prepared clips, or ``mesh_axis`` is
+            not an axis of ``mesh``.
+
     Example:
         >>> import jax, jax.numpy as jnp
         >>> from jsuff.domains import Time
@@ -782,48 +834,58 @@ def responsibility_maps(
         ...                         config=SearchConfig(iters=2))
         >>> r.maps.shape
         (1, 2, 64)
+
+        Inside the caller's own ``jax.jit(jax.vmap(...))``, e.g. over a batch of keys::
+
+            maps = jax.jit(jax.vmap(lambda k: responsibility_maps(apply, None, x, key=k).maps))(keys)
     """
-    x = _as_batch(waveforms)
-    n, t = x.shape
-    grid = domain.grid_shape(t)
-    cells = int(np.prod(grid))
-    if cells < config.min_box_size:
-        raise ValueError(
-            f"the {domain.name} grid of a {t}-sample clip has {cells} cells, fewer than "
-            f"min_box_size={config.min_box_size}: there is nothing to search"
-        )
+    call = model_call("responsibility_maps", apply_fn, params, waveforms)
+    apply_fn, params, waveforms, domain = call.apply_fn, call.params, call.waveforms, as_domain(domain)
     axis = resolve_axis(mesh, mesh_axis)
     params = replicate(params, mesh)
-    coeffs, logits = analyze_and_predict(apply_fn, domain, params, x)
-    num_classes = int(logits.shape[1])
-    if targets is None:
-        tgt = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    if isinstance(waveforms, Clips):
+        if targets is not None:
+            raise ValueError("prepared clips carry their targets: pass targets= to prepare(), not here")
+        clips = waveforms
     else:
-        tgt = jnp.asarray(np.broadcast_to(np.asarray(targets, np.int32), (n,)))
-        if bool(((tgt < 0) | (tgt >= num_classes)).any()):
-            raise ValueError(f"targets {np.asarray(tgt).tolist()} out of range for {num_classes} classes")
-    conf = jnp.take_along_axis(jax.nn.softmax(logits, axis=-1), tgt[:, None], axis=1)[:, 0]
-    act = jnp.ones(n, bool) if active is None else jnp.asarray(np.broadcast_to(np.asarray(active, bool), (n,)))
-    state = _walk(
-        apply_fn, params, domain, coeffs, tgt, conf * jnp.float32(config.confidence_filter), act,
-        clip_keys(key, n), config=config, grid=tuple(grid), num_classes=num_classes, mesh=mesh, axis=axis,
+        clips = prepare(apply_fn, params, waveforms, domain=domain, min_box_size=config.min_box_size, targets=targets)
+    n, t = clips.waveforms.shape
+    draws = iteration_draws(clip_keys(key, n), iters=config.iters, tree_depth=config.tree_depth)
+    w = walk(
+        apply_fn, params, clips, draws, domain=domain, config=config, active=active, mesh=mesh, mesh_axis=axis,
         target_only=target_only,
     )
-    # integrate the difference arrays on the host, exactly (int64), once
-    r, w = _grid2(tuple(grid))
-    credits = np.cumsum(np.cumsum(np.asarray(state.diff, np.int64), axis=1), axis=2)[:, :r, :w, :]
-    maps = np.moveaxis(credits, -1, 1).reshape((n, credits.shape[-1], *grid))
-    return SearchResult(
-        maps=(maps / CREDIT_UNIT).astype(np.float32),
-        targets=np.asarray(tgt),
-        target_confidence=np.asarray(conf, np.float32),
-        queries=np.asarray(state.queries, np.int64),
-        depth=np.asarray(state.deepest),
-    )
+    return maps_of(w, clips, tuple(domain.grid_shape(t)), config.map_combination)
 
 
-# ----------------------------------------------------------------------------------------------
-# The one-candidate-per-call reference
+def combine_maps(credits: Any, combination: str = "additive") -> Any:
+    """Combine the iterations' credit maps ``credits[N, L, *grid, C]`` into ``[N, *grid, C]``.
+
+    ``"additive"``: the sum over the L iterations. ``"multiplicative"`` (ReX's default
+    ``responsibility_style``): the product over iterations of ``1 + credit``, divided by its
+    maximum over the grid per clip and class (ReX rescales to a maximum of 1 after each product,
+    which ends the same); computed as sums of ``log1p`` in float64 (NumPy arrays) or in the
+    array's own float dtype (JAX arrays, traceable). A class with no credit in any iteration keeps
+    a zero map.
+
+    Example:
+        >>> credits = np.array([[[1.0, 0.0], [1.0, 1.0]]])[..., None]  # 1 clip, 2 iterations, 2 cells
+        >>> combine_maps(credits, "multiplicative")[..., 0]  # (2 x 2, 1 x 2) / 4
+        array([[1. , 0.5]])
+    """
+    xp = jnp if isinstance(credits, jax.Array) else np
+    if combination == "additive":
+        return credits.sum(axis=1)
+    if combination != "multiplicative":
+        raise ValueError(f"unknown map combination {combination!r}; expected one of {MAP_COMBINATIONS}")
+    logs = xp.log1p(credits if xp is jnp else np.asarray(credits, np.float64)).sum(axis=1)  # [N, *grid, C]
+    grid_axes = tuple(range(1, logs.ndim - 1))
+    top = logs.max(axis=grid_axes, keepdims=True)
+    credited = (credits != 0).any(axis=(1, *(a + 1 for a in grid_axes)))  # [N, C]
+    out = xp.exp(logs - top)
+    return xp.where(credited.reshape(credited.shape[0], *(1,) * len(grid_axes), -1), out, 0.0)
+
+
 # ----------------------------------------------------------------------------------------------
 
 
@@ -844,22 +906,22 @@ def responsibility_loop(
     ``1/|A|``) and the choice of the next job are independent NumPy code. It is the reference the
     batched search is tested against and the baseline of ``benchmarks/search_throughput.py``.
     """
-    x = _as_batch(waveform)
-    if x.shape[0] != 1:
+    clips = prepare(apply_fn, params, waveform, domain=domain, targets=target)
+    if clips.waveforms.shape[0] != 1:
         raise ValueError("responsibility_loop takes one clip")
-    grid = tuple(domain.grid_shape(x.shape[1]))
+    grid = tuple(domain.grid_shape(clips.waveforms.shape[1]))
     two_d = len(grid) == 2
     r, w = _grid2(grid)
-    coeffs, logits = analyze_and_predict(apply_fn, domain, params, x)
-    one = jax.tree_util.tree_map(lambda a: a[0], coeffs)
-    probs = np.asarray(jax.nn.softmax(logits[0]))
-    tgt = int(np.argmax(probs)) if target is None else int(target)
-    threshold = probs[tgt] * np.float32(config.confidence_filter)
-    classify = _loop_classifier(apply_fn, domain, config.compute_dtype)
-    split = _loop_splitter(two_d)
-    maps = np.zeros((probs.shape[0], r, w), np.float64)
+    one = jax.tree_util.tree_map(lambda a: a[0], clips.coeffs)
+    tgt, conf = int(clips.targets[0]), np.float32(clips.confidence[0])
+    threshold = conf * np.float32(config.confidence_filter)
+    split = _loop_splitter(two_d, config.cut_rule == "rex")
+    num_classes = clips.logits.shape[1]
+    per_iteration = []
     queries, deepest = 0, -1
-    for words in np.asarray(_draws(clip_keys(key, 1), iters=config.iters, tree_depth=config.tree_depth))[0]:
+    for words in np.asarray(iteration_draws(clip_keys(key, 1), iters=config.iters, tree_depth=config.tree_depth))[0]:
+        maps = np.zeros((num_classes, r, w), np.float64)
+        per_iteration.append(maps)
         parent = np.ones((r, w), bool)
         job = [(0, r, 0, w)]
         for depth in range(config.tree_depth + 1):
@@ -877,7 +939,10 @@ def responsibility_loop(
                     for j in subset:
                         k = kids[j]
                         mask[k[0] : k[1], k[2] : k[3]] = True
-                    p = np.asarray(classify(params, one, jnp.asarray(mask.reshape(grid))))
+                    p = np.asarray(_classify_one(
+                        params, one, jnp.asarray(mask.reshape(grid)), apply_fn=apply_fn, domain=domain,
+                        compute_dtype=config.compute_dtype,
+                    ))
                     queries += 1
                     label = int(np.argmax(p))
                     outcome.append((subset, mask, label, label == tgt and p[tgt] >= threshold))
@@ -894,25 +959,32 @@ def responsibility_loop(
             if best is None:
                 break
             _, parent, job = best
+    if config.map_combination == "additive":
+        maps = np.sum(per_iteration, axis=0)
+    else:  # as ReX merges: start at 1, multiply by each iteration's 1 + credit, rescale to max 1
+        maps = np.ones((num_classes, r, w), np.float64)
+        for credit in per_iteration:
+            maps *= 1.0 + credit
+            maps /= maps.max(axis=(1, 2), keepdims=True)
+        maps[~np.any(per_iteration, axis=(0, 2, 3))] = 0.0  # ReX has no map for a class never credited
     return SearchResult(
-        maps=maps.reshape((probs.shape[0], *grid))[None].astype(np.float32),
+        maps=maps.reshape((maps.shape[0], *grid))[None].astype(np.float32),
         targets=np.array([tgt]),
-        target_confidence=np.array([probs[tgt]], np.float32),
+        target_confidence=np.array([conf], np.float32),
         queries=np.array([queries]),
         depth=np.array([deepest]),
     )
 
 
-@functools.lru_cache(maxsize=16)
-def _loop_classifier(apply_fn: ApplyFn, domain: Domain, compute_dtype: str = "float32") -> Callable:
-    @jax.jit
-    def classify(params: Any, coeffs: Coefficients, mask: jax.Array) -> jax.Array:
-        waves = domain.synthesize(coeffs, mask)[None]
-        return jax.nn.softmax(model_logits(apply_fn, params, waves, compute_dtype)[0])
-
-    return classify
+@model_jit(static_argnames=("domain", "compute_dtype"))
+def _classify_one(
+    params: Any, coeffs: Coefficients, mask: jax.Array, *, apply_fn: ApplyFn, domain: Domain, compute_dtype: str
+) -> jax.Array:
+    """Softmax ``[C]`` of one candidate: the loop's one-candidate-per-call model query."""
+    waves = domain.synthesize(coeffs, mask)[None]
+    return jax.nn.softmax(model_logits(apply_fn, params, waves, compute_dtype)[0])
 
 
 @functools.lru_cache(maxsize=4)
-def _loop_splitter(two_d: bool) -> Callable:
-    return jax.jit(lambda u, box: _split(u, box, two_d))
+def _loop_splitter(two_d: bool, rex_cuts: bool = False) -> Callable:
+    return jax.jit(lambda u, box: _split(u, box, two_d, rex_cuts))

@@ -7,13 +7,18 @@ One task has M models that share a label space of C classes, and N clips. The st
 * ``original[g, i]`` = c_g(x_i): every model's label on the original clip;
 * ``valid[f, i]``: f produced a sufficient signal for clip i and the file was readable (entries of
   ``labels[f, :, i]`` where it is False are never counted, whatever they hold);
-* optionally ``true[i]``, the clip's true label, and ``empty[g]``, each model's label on the empty
-  signal.
+* optionally ``true[i]``, the clip's true label, ``empty[g]``, each model's label on the empty
+  signal (silence), and ``trivial[f, i]``: f's explanation of clip i is *trivial*, the empty
+  signal already gets f's label. Its "sufficient signal" is silence, and T(f→g) would only count
+  whether g also gives silence that label, so by default a trivial clip is not a transfer source:
+  every statistic counts the *non-trivial valid* clips ``valid & ~trivial``
+  (``include_trivial=True`` counts them too, for comparison). Every frame reports per model how
+  many valid clips were trivial and which label silence gets.
 
 Transfer f→g on clip i succeeds when ``labels[f, g, i] == original[f, i]`` (SPEC §2). Over the clips
 counted by a *condition*:
 
-* ``"all"``: clips where ``valid[f, i]``;
+* ``"all"``: f's counted clips (``valid[f, i]``, and not trivial unless they are included);
 * ``"agree"``: those where g also agrees with f on the original clip, ``original[g, i] ==
   original[f, i]``;
 * ``"correct"``: those where f is right on the original clip, ``original[f, i] == true[i]``;
@@ -25,11 +30,25 @@ means of matrix cells (every ordered pair weighs the same, whatever its n), over
 * outgoing rate of f: the mean of row f without the diagonal (how often others accept f's signals);
 * incoming rate of g: the mean of column g without the diagonal (how often g accepts others').
 
-Confidence intervals are percentile bootstrap intervals: clips (the N axis) are resampled with
-replacement, jointly for every model and cell so that the dependence between cells is kept, with a
-seeded ``numpy.random.default_rng``; every statistic is recomputed on each resample and the interval
-is the ``(1 - confidence) / 2`` and ``(1 + confidence) / 2`` percentiles of the resampled values.
-A resample in which a cell has no clips leaves that cell out of that resample.
+Confidence intervals (``interval=``; each :class:`Estimate` records its ``method``, and the
+frames an ``interval`` column):
+
+* ``"clopper_pearson"`` (the default): a cell is a binomial proportion (its n clips are
+  independent draws), with the exact Clopper–Pearson interval, whose coverage is at least nominal
+  for every p and n. The aggregates share clips across cells and successes within a clip may be
+  correlated; they get the Korn–Graubard interval (``"korn_graubard"``): the Clopper–Pearson
+  interval on the effective sample size ``p (1 - p) / var``, where ``var`` is the clip-level
+  (cluster) linearised variance of the mean of cells, with ``clips - 1`` degrees of freedom (see
+  :mod:`jsuff.intervals`). Both are checked by a coverage simulation (tests/test_coverage.py,
+  docs/statistics.md).
+* ``"wilson"``: Wilson score intervals for the cells and on the effective n for the aggregates.
+  Shorter, but below nominal coverage for rates within a few percent of 0 or 1.
+* ``"bootstrap"``: percentile bootstrap intervals (the earlier default): clips (the N axis) are
+  resampled with replacement, jointly for every model and cell, with a seeded
+  ``numpy.random.default_rng``; every statistic is recomputed on each resample and the interval
+  is the ``(1 - confidence) / 2`` and ``(1 + confidence) / 2`` percentiles of the resampled
+  values (a resample in which a cell has no clips leaves that cell out). At small n it is far
+  too narrow: a 12/12 cell gets [1, 1].
 
 :func:`flat_earthers` screens the models of a task for ones that behave unlike the rest.
 
@@ -37,7 +56,7 @@ Example:
     >>> import numpy as np
     >>> labels = np.array([[[0, 1], [0, 0]], [[1, 0], [1, 1]]])  # [f, g, i]
     >>> original = np.array([[0, 1], [1, 1]])                       # [g, i]
-    >>> r = transfer_analysis(labels, original, n_boot=0)
+    >>> r = transfer_analysis(labels, original)
     >>> r.matrix.tolist()
     [[1.0, 0.5], [0.5, 1.0]]
 """
@@ -47,15 +66,54 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pandas as pd
 from jax.typing import ArrayLike
 
+from jsuff.intervals import binomial_interval, effective_n_interval
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = [
+    "CONDITIONS",
+    "INTERVALS",
+    "Estimate",
+    "LabelArrayError",
+    "LabelArrays",
+    "OUTLIER_METHODS",
+    "Rates",
+    "TAILS",
+    "TransferResult",
+    "as_label_array",
+    "as_mask",
+    "bootstrap_indices",
+    "bootstrap_weights",
+    "check_inputs",
+    "check_label_range",
+    "check_model_names",
+    "condition_mask",
+    "flat_earthers",
+    "infer_num_classes",
+    "outlier_scores",
+    "percentile_interval",
+    "rate_estimates",
+    "transfer_analysis",
+    "transfer_counts",
+    "transfer_matrix",
+    "trivial_summary",
+]
+
 CONDITIONS = ("all", "agree", "correct")
+#: ``interval=`` choices: what the cells and the aggregates get (their ``method`` names).
+INTERVALS = {
+    "clopper_pearson": ("clopper_pearson", "korn_graubard"),
+    "wilson": ("wilson", "wilson_effective_n"),
+    "bootstrap": ("percentile_bootstrap", "percentile_bootstrap"),
+}
 OUTLIER_METHODS = ("mad", "loo")
 TAILS = ("both", "lower", "upper")
 
@@ -78,20 +136,57 @@ class LabelArrayError(ValueError):
 class LabelArrays(NamedTuple):
     """Checked inputs of one task, as NumPy arrays (see the module docstring for their meaning).
 
-    Entries of ``labels[f, :, i]`` where ``valid[f, i]`` is False are set to 0; they are never
-    counted.
+    ``valid`` is the mask of the source clips that are counted: the valid ones, less the trivial
+    ones unless ``include_trivial``. Entries of ``labels[f, :, i]`` where it is False are set to 0;
+    they are never counted. ``trivial`` marks the valid clips whose explanation is trivial.
     """
 
     labels: np.ndarray  # int64 [M, M, N]
     original: np.ndarray  # int64 [M, N]
-    valid: np.ndarray  # bool [M, N]
+    valid: np.ndarray  # bool [M, N]: counted source clips
     true: np.ndarray | None  # int64 [N]
     num_classes: int
     model_names: tuple[str, ...]
+    trivial: np.ndarray | None = None  # bool [M, N]: valid clips with a trivial explanation
+    include_trivial: bool = False
+    empty: np.ndarray | None = None  # int64 [M]: each model's label on the empty signal
 
     @property
     def num_models(self) -> int:
         return self.labels.shape[0]
+
+    @property
+    def trivial_counts(self) -> np.ndarray:
+        """Per model: how many valid clips had a trivial explanation (counted or not)."""
+        if self.trivial is None:
+            return np.zeros(self.num_models, np.int64)
+        return self.trivial.sum(axis=1).astype(np.int64)
+
+    def silence_labels(self, label_names: Sequence[str] | None = None) -> list[Any]:
+        """Per model: its label on the empty signal (a name from ``label_names`` when given),
+        None where unknown."""
+        if self.empty is None:
+            return [None] * self.num_models
+        return [label_names[k] if label_names is not None else int(k) for k in self.empty]
+
+    def trivial_columns(
+        self, label_names: Sequence[str] | None = None, rows: np.ndarray | None = None, prefix: str = ""
+    ) -> dict[str, Any]:
+        """Frame columns for model ``rows[j]`` (default: each model once) in row j: its trivial
+        clip count, its silence label (int, name, or None when unknown), and whether trivial clips
+        were counted."""
+        rows = np.arange(self.num_models) if rows is None else np.asarray(rows)
+        if self.empty is None:
+            silence = np.full(rows.shape, None, dtype=object)
+        elif label_names is None:
+            silence = self.empty[rows]
+        else:
+            silence = np.asarray([label_names[k] for k in self.empty[rows]], dtype=object)
+        return {
+            f"{prefix}trivial": self.trivial_counts[rows],
+            f"{prefix}silence_label": silence,
+            "trivial_counted": self.include_trivial,
+        }
 
     @property
     def num_clips(self) -> int:
@@ -147,6 +242,9 @@ def check_inputs(
     true: ArrayLike | None = None,
     num_classes: int | None = None,
     model_names: Sequence[str] | None = None,
+    trivial: ArrayLike | None = None,
+    include_trivial: bool = False,
+    empty: ArrayLike | None = None,
 ) -> LabelArrays:
     """Check and normalise the label arrays of one task.
 
@@ -157,13 +255,18 @@ def check_inputs(
         true: the true label of each clip, optional.
         num_classes: size of the shared label space; default 1 + the largest label seen.
         model_names: one unique name per model; default ``model_0``, ``model_1``, ...
+        trivial: ``trivial[f, i]``: f's explanation of clip i is trivial (the empty signal already
+            gets f's label); default none is.
+        include_trivial: count trivial clips as sources (default: leave them out).
+        empty: each model's label on the empty signal, reported beside the trivial counts.
 
     Returns:
         :class:`LabelArrays`.
 
     Raises:
         LabelArrayError: wrong dtypes or shapes, labels outside ``[0, num_classes)`` (only valid
-            entries of ``labels`` are checked), no valid entry at all, bad model names.
+            entries of ``labels`` are checked), no valid (non-trivial) entry at all, bad model
+            names.
 
     Example:
         >>> check_inputs(np.zeros((2, 2, 3), int), np.zeros((2, 3), int)).num_clips
@@ -181,10 +284,18 @@ def check_inputs(
     ok = as_mask("valid", valid, (m, n))
     if not ok.any():
         raise LabelArrayError("every entry of valid is False: no sufficient signal to analyse")
+    triv = ok & (np.zeros((m, n), bool) if trivial is None else as_mask("trivial", trivial, (m, n)))
+    counted = ok if include_trivial else ok & ~triv
+    if not counted.any():
+        raise LabelArrayError(
+            "every valid sufficient signal is trivial (the empty signal already gets the label): "
+            "no transfer source to analyse; pass include_trivial=True to count them"
+        )
     tru = None if true is None else as_label_array("true", true, (n,))
+    emp = None if empty is None else as_label_array("empty", empty, (m,))
     lab_ok = np.broadcast_to(ok[:, None, :], lab.shape)
     if num_classes is None:
-        parts = [(lab, lab_ok), (orig, None)] + ([] if tru is None else [(tru, None)])
+        parts = [(lab, lab_ok), (orig, None)] + [(a, None) for a in (tru, emp) if a is not None]
         num_classes = infer_num_classes(parts)
     elif int(num_classes) < 1:
         raise LabelArrayError(f"num_classes must be at least 1, got {num_classes}")
@@ -193,8 +304,12 @@ def check_inputs(
     check_label_range("original", orig, num_classes)
     if tru is not None:
         check_label_range("true", tru, num_classes)
+    if emp is not None:
+        check_label_range("empty", emp, num_classes)
     names = check_model_names(model_names, m)
-    return LabelArrays(np.where(lab_ok, lab, 0), orig, ok, tru, num_classes, names)
+    kept = np.broadcast_to(counted[:, None, :], lab.shape)
+    return LabelArrays(np.where(kept, lab, 0), orig, counted, tru, num_classes, names, triv,
+                       bool(include_trivial), emp)
 
 
 def check_model_names(model_names: Sequence[str] | None, m: int) -> tuple[str, ...]:
@@ -373,15 +488,17 @@ def transfer_matrix(
 
 
 class Estimate(NamedTuple):
-    """A statistic with its percentile bootstrap interval and the number of events behind it.
+    """A statistic with its confidence interval, the number of events behind it, and the method.
 
     ``n`` counts (source, clip) events: clips for a cell, the sum over the cells for an aggregate.
+    ``method`` names the interval (``INTERVALS``; see the module docstring).
     """
 
     value: np.ndarray
     lo: np.ndarray
     hi: np.ndarray
     n: np.ndarray
+    method: str = ""
 
 
 class Rates(NamedTuple):
@@ -400,6 +517,75 @@ def _aggregates(t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return _nanmean(off, (-2, -1)), _nanmean(off, -1), _nanmean(off, -2)
 
 
+def rate_estimates(
+    hit: ArrayLike, mask: ArrayLike, *, confidence: float = 0.95, interval: str = "clopper_pearson"
+) -> Rates:
+    """Cells and aggregates with small-sample intervals from per-clip outcomes (NumPy).
+
+    Args:
+        hit: ``hit[..., f, g, i]``: transfer f→g succeeds on clip i (bool; leading batch axes
+            allowed, e.g. simulated tasks).
+        mask: ``mask[..., f, g, i]``: clip i counts towards cell (f, g).
+        confidence: nominal coverage.
+        interval: ``"clopper_pearson"`` or ``"wilson"`` (the bootstrap needs the label arrays:
+            :func:`transfer_analysis`).
+
+    Returns:
+        :class:`Rates` whose arrays carry the leading batch axes. Cells: ``k`` successes of ``n``
+        clips, a binomial interval. Aggregates (mean of the cells with n > 0 of a group: all
+        off-diagonal cells, a row, a column): the effective-n interval of
+        :func:`jsuff.intervals.effective_n_interval`, with the clip-level linearised variance
+        ``clips / (clips - 1) * sum_i u_i^2``, ``u_i = mean over the group's cells c of
+        mask[c, i] (hit[c, i] - T_c) / n_c`` (clip i's influence on the mean), ``clips`` the
+        clips that count in some cell of the group.
+
+    Example:
+        >>> hit = np.ones((2, 2, 12), bool)
+        >>> r = rate_estimates(hit, hit)
+        >>> round(float(r.matrix.lo[0, 1]), 4), r.matrix.method, r.task_mean.method
+        (0.7354, 'clopper_pearson', 'korn_graubard')
+    """
+    if interval not in ("clopper_pearson", "wilson"):
+        raise ValueError(f'rate_estimates takes interval "clopper_pearson" or "wilson", got {interval!r}')
+    cell_method, aggregate_method = INTERVALS[interval]
+    hit, mask = np.asarray(hit, bool), np.asarray(mask, bool)
+    if hit.shape != mask.shape or hit.ndim < 3 or hit.shape[-3] != hit.shape[-2]:
+        raise ValueError(f"hit and mask must both be [..., M, M, N], got {hit.shape} and {mask.shape}")
+    n = mask.sum(-1)
+    k = (hit & mask).sum(-1)
+    t = _ratio(k, n)
+    lo, hi = binomial_interval(k, n, confidence, interval)
+    cells = Estimate(t, lo, hi, n.astype(np.int64), cell_method)
+    value, var, clips, events = _aggregate_moments(hit, mask, n, t)
+    a_lo, a_hi, _ = effective_n_interval(value, var, clips, events, confidence, interval)
+
+    def part(sl: Any) -> Estimate:
+        return Estimate(value[..., sl], a_lo[..., sl], a_hi[..., sl], events[..., sl], aggregate_method)
+
+    m = n.shape[-1]
+    return Rates(cells, part(0), part(slice(1, 1 + m)), part(slice(1 + m, 1 + 2 * m)))
+
+
+def _aggregate_moments(hit: np.ndarray, mask: np.ndarray, n: np.ndarray, t: np.ndarray):
+    """Value, clip-level variance, clips and events of the aggregates ``[..., 1 + 2M]``: the task
+    mean, then each row's and each column's mean of the off-diagonal cells with n > 0."""
+    m = n.shape[-1]
+    eye = np.eye(m, dtype=bool)
+    groups = np.concatenate([~eye[None], eye[:, :, None] & ~eye, eye[:, None, :] & ~eye])
+    use = groups & (n > 0)[..., None, :, :]  # [..., 1 + 2M, M, M]
+    size = use.sum((-2, -1))
+    weight = use / np.maximum(size, 1)[..., None, None]
+    known = np.nan_to_num(t)
+    value = np.where(size > 0, (weight * known[..., None, :, :]).sum((-2, -1)), np.nan)
+    # clip i's influence on the mean: the weighted sum of its residuals, each over its cell's n
+    influence = np.where(mask, hit - known[..., None], 0.0) / np.maximum(n, 1)[..., None]
+    u = np.einsum("...kfg,...fgi->...ki", weight, influence)
+    clips = (np.einsum("...kfg,...fgi->...ki", use.astype(np.float64), mask.astype(np.float64)) > 0).sum(-1)
+    var = (u * u).sum(-1) * clips / np.maximum(clips - 1, 1)
+    events = (use * n[..., None, :, :]).sum((-2, -1)).astype(np.int64)
+    return value, var, clips, events
+
+
 def _rates(hits, n, boot_hits, boot_n, confidence: float) -> Rates:
     hits, n = np.asarray(hits, np.float64), np.asarray(n, np.float64)
     t = _ratio(hits, n)
@@ -415,8 +601,23 @@ def _rates(hits, n, boot_hits, boot_n, confidence: float) -> Rates:
     parts = []
     for v, b, c in zip(values, boots, counts):
         lo, hi = percentile_interval(b, confidence)
-        parts.append(Estimate(v, lo, hi, np.asarray(c, np.int64)))
+        parts.append(Estimate(v, lo, hi, np.asarray(c, np.int64), INTERVALS["bootstrap"][0]))
     return Rates(*parts)
+
+
+def trivial_summary(inputs: LabelArrays, label_names: Sequence[str] | None = None) -> str:
+    """One line per task: each model's trivial clip count and its label on silence.
+
+    Example:
+        >>> inp = check_inputs(np.zeros((2, 2, 3), int), np.zeros((2, 3), int),
+        ...                    trivial=np.array([[True, False, False], [False] * 3]), empty=[0, 1])
+        >>> trivial_summary(inp, ["a", "b"])
+        'model_0: 1 (silence -> a); model_1: 0 (silence -> b)'
+    """
+    parts = []
+    for name, k, lab in zip(inputs.model_names, inputs.trivial_counts, inputs.silence_labels(label_names)):
+        parts.append(f"{name}: {int(k)}" + ("" if lab is None else f" (silence -> {lab})"))
+    return "; ".join(parts)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -425,11 +626,15 @@ class TransferResult:
 
     Attributes:
         model_names: one name per model, in matrix order.
-        overall: :class:`Rates` over every valid clip (condition ``"all"``).
+        overall: :class:`Rates` over every counted clip (condition ``"all"``).
         given_agree: :class:`Rates` over clips where g agrees with f on the original.
         given_correct: :class:`Rates` over clips f classifies correctly; None without true labels.
-        inputs: the checked :class:`LabelArrays` the statistics come from.
-        confidence, n_boot, seed: the bootstrap settings.
+        inputs: the checked :class:`LabelArrays` the statistics come from (``inputs.valid``: the
+            counted source clips; ``inputs.trivial``: the trivial ones).
+        confidence, n_boot, seed: the interval settings (``n_boot``, ``seed``: bootstrap only).
+        interval: the ``interval=`` choice (``INTERVALS``).
+
+    The frames take optional ``label_names`` to print the silence labels as names.
     """
 
     model_names: tuple[str, ...]
@@ -440,10 +645,11 @@ class TransferResult:
     confidence: float
     n_boot: int
     seed: int
+    interval: str = "clopper_pearson"
 
     @property
     def matrix(self) -> np.ndarray:
-        """``T[f, g]`` over every valid clip."""
+        """``T[f, g]`` over every counted clip."""
         return self.overall.matrix.value
 
     @property
@@ -466,7 +672,9 @@ class TransferResult:
         return CONDITIONS if self.given_correct is not None else CONDITIONS[:2]
 
     def to_frame(self) -> pd.DataFrame:
-        """Long tidy frame: one row per (condition, source, target) with rate, lo, hi, n."""
+        """Long tidy frame: one row per (condition, source, target) with rate, lo, hi, n, interval."""
+        import pandas as pd
+
         names = np.asarray(self.model_names, dtype=object)
         m = len(names)
         src, tgt = np.repeat(names, m), np.tile(names, m)
@@ -483,17 +691,22 @@ class TransferResult:
                         "lo": e.lo.ravel(),
                         "hi": e.hi.ravel(),
                         "n": e.n.ravel(),
+                        "interval": e.method,
                     }
                 )
             )
         return pd.concat(frames, ignore_index=True)
 
-    def pairs_frame(self) -> pd.DataFrame:
+    def pairs_frame(self, label_names: Sequence[str] | None = None) -> pd.DataFrame:
         """Wide frame: one row per ordered pair (source, target), diagonal included.
 
         Columns ``rate, lo, hi, n`` (condition ``"all"``), then ``agree_rate, agree_lo, ...`` and
-        ``correct_rate, ...`` when true labels were given; ``self`` marks the diagonal.
+        ``correct_rate, ...`` when true labels were given; ``self`` marks the diagonal;
+        ``interval`` names the cells' interval; ``source_trivial`` and ``source_silence_label``:
+        the source's trivial clips and its label on silence; ``trivial_counted``.
         """
+        import pandas as pd
+
         names = np.asarray(self.model_names, dtype=object)
         m = len(names)
         cols: dict[str, Any] = {"source": np.repeat(names, m), "target": np.tile(names, m)}
@@ -503,14 +716,19 @@ class TransferResult:
             p = "" if cond == "all" else f"{cond}_"
             cols |= {f"{p}rate": e.value.ravel(), f"{p}lo": e.lo.ravel(), f"{p}hi": e.hi.ravel()}
             cols[f"{p}n"] = e.n.ravel()
-        return pd.DataFrame(cols)
+        cols["interval"] = self.overall.matrix.method
+        return pd.DataFrame(cols | self.inputs.trivial_columns(label_names, np.repeat(np.arange(m), m), "source_"))
 
-    def models_frame(self) -> pd.DataFrame:
+    def models_frame(self, label_names: Sequence[str] | None = None) -> pd.DataFrame:
         """One row per model: outgoing and incoming rates with intervals and n, per condition.
 
-        ``signals`` is the number of clips with a valid sufficient signal of the model and
-        ``self_rate`` its diagonal cell (1.0 when its signals reproduce its own label).
+        ``signals`` is the number of the model's clips counted as sources (valid, and non-trivial
+        unless trivial clips are counted), ``self_rate`` its diagonal cell (1.0 when its signals
+        reproduce its own label), ``trivial`` its valid clips with a trivial explanation and
+        ``silence_label`` its label on the empty signal; ``interval`` names the rates' interval.
         """
+        import pandas as pd
+
         cols: dict[str, Any] = {"model": list(self.model_names)}
         cols["signals"] = self.inputs.valid.sum(axis=1)
         cols["self_rate"] = np.diag(self.matrix)
@@ -521,11 +739,18 @@ class TransferResult:
                 e = getattr(r, kind)
                 cols |= {f"{p}{kind}": e.value, f"{p}{kind}_lo": e.lo, f"{p}{kind}_hi": e.hi}
                 cols[f"{p}{kind}_n"] = e.n
-        return pd.DataFrame(cols)
+        cols["interval"] = self.overall.outgoing.method
+        return pd.DataFrame(cols | self.inputs.trivial_columns(label_names))
 
-    def task_frame(self) -> pd.DataFrame:
-        """One row per condition: the task mean over ordered pairs f ≠ g, its interval, n, pairs."""
+    def task_frame(self, label_names: Sequence[str] | None = None) -> pd.DataFrame:
+        """One row per condition: the task mean over ordered pairs f ≠ g, its interval, n, pairs,
+        the interval's method, and the trivial clips (total and per model with its silence label).
+        """
+        import pandas as pd
+
         rows = []
+        total = int(self.inputs.trivial_counts.sum())
+        per_model = trivial_summary(self.inputs, label_names)
         for cond in self.conditions:
             r = self.rates(cond)
             off = ~np.eye(len(self.model_names), dtype=bool)
@@ -533,7 +758,8 @@ class TransferResult:
             e = r.task_mean
             rows.append(
                 {"condition": cond, "mean": float(e.value), "lo": float(e.lo), "hi": float(e.hi),
-                 "n": int(e.n), "pairs": pairs}
+                 "n": int(e.n), "pairs": pairs, "interval": e.method, "trivial": total,
+                 "trivial_counted": self.inputs.include_trivial, "trivial_by_model": per_model}
             )
         return pd.DataFrame(rows)
 
@@ -544,8 +770,12 @@ def transfer_analysis(
     *,
     valid: ArrayLike | None = None,
     true: ArrayLike | None = None,
+    trivial: ArrayLike | None = None,
+    include_trivial: bool = False,
+    empty: ArrayLike | None = None,
     num_classes: int | None = None,
     model_names: Sequence[str] | None = None,
+    interval: str = "clopper_pearson",
     n_boot: int = 1000,
     confidence: float = 0.95,
     seed: int = 0,
@@ -557,10 +787,17 @@ def transfer_analysis(
         original: ``original[g, i]`` = c_g(x_i), int ``[M, N]``.
         valid: ``valid[f, i]``: f has a readable sufficient signal for clip i (default all True).
         true: true labels ``[N]``; enables the ``"correct"`` condition.
+        trivial: ``trivial[f, i]``: f's explanation of clip i is trivial (the empty signal
+            already gets f's label); such clips are not sources unless ``include_trivial``.
+        include_trivial: count trivial clips as sources too (for comparison).
+        empty: each model's label on the empty signal ``[M]``, reported in the frames.
         num_classes: shared label-space size (default: inferred from the labels).
         model_names: names for the frames (default ``model_0``, ...).
-        n_boot: bootstrap resamples of the clips (0: no intervals, bounds are NaN).
-        confidence: nominal coverage of the percentile intervals.
+        interval: ``"clopper_pearson"`` (default), ``"wilson"`` or ``"bootstrap"`` (module
+            docstring).
+        n_boot: bootstrap resamples of the clips (``interval="bootstrap"`` only; 0: no
+            intervals, bounds are NaN).
+        confidence: nominal coverage of the intervals.
         seed: seed of the ``numpy.random.default_rng`` that draws the resamples.
 
     Returns:
@@ -568,31 +805,40 @@ def transfer_analysis(
         ``.to_frame()`` give tidy tables.
 
     Raises:
-        LabelArrayError: bad shapes, dtypes or labels, no valid entry, fewer than 2 models.
+        LabelArrayError: bad shapes, dtypes or labels, no valid (non-trivial) entry, fewer than 2
+            models.
 
     Example:
         >>> lab = np.array([[[0, 1], [0, 0]], [[1, 0], [1, 1]]])
-        >>> r = transfer_analysis(lab, np.array([[0, 1], [1, 1]]), n_boot=200, seed=1)
-        >>> float(r.overall.task_mean.value), int(r.overall.task_mean.n)
-        (0.5, 4)
+        >>> r = transfer_analysis(lab, np.array([[0, 1], [1, 1]]))
+        >>> float(r.overall.task_mean.value), int(r.overall.task_mean.n), r.overall.task_mean.method
+        (0.5, 4, 'korn_graubard')
     """
+    if interval not in INTERVALS:
+        raise ValueError(f"unknown interval {interval!r}; expected one of {tuple(INTERVALS)}")
     inp = check_inputs(labels, original, valid=valid, true=true, num_classes=num_classes,
-                       model_names=model_names)
+                       model_names=model_names, trivial=trivial, include_trivial=include_trivial,
+                       empty=empty)
     if inp.num_models < 2:
         raise LabelArrayError("transfer needs at least 2 models")
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    weights = bootstrap_weights(inp.num_clips, n_boot, seed) if n_boot > 0 else None
+    bootstrap = interval == "bootstrap"
+    weights = bootstrap_weights(inp.num_clips, n_boot, seed) if bootstrap and n_boot > 0 else None
+    hit = inp.labels == inp.original[:, None, :]
     out: dict[str, Rates | None] = {"correct": None}
     for cond in CONDITIONS if inp.true is not None else CONDITIONS[:2]:
         mask = condition_mask(inp.original, inp.valid, inp.true, cond)
+        if not bootstrap:
+            out[cond] = rate_estimates(hit, np.asarray(mask), confidence=confidence, interval=interval)
+            continue
         hits, n = transfer_counts(inp.labels, inp.original, mask)
         bh = bn = None
         if weights is not None:
             bh, bn = transfer_counts(inp.labels, inp.original, mask, weights)
         out[cond] = _rates(hits, n, bh, bn, confidence)
     return TransferResult(inp.model_names, out["all"], out["agree"], out["correct"], inp,
-                          float(confidence), int(n_boot), int(seed))
+                          float(confidence), int(n_boot), int(seed), interval)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -695,7 +941,8 @@ def flat_earthers(
 
     Args:
         data: a :class:`TransferResult` or checked :class:`LabelArrays` (from :func:`check_inputs`).
-        empty: each model's label on the empty signal, int ``[M]`` (optional).
+        empty: each model's label on the empty signal, int ``[M]`` (optional; default the one
+            the inputs carry).
         method: ``"mad"`` (median/MAD modified z-score) or ``"loo"`` (leave-one-out z-score).
         threshold: score cut-off (3.5 is Iglewicz & Hoaglin's for the modified z-score).
         tail: ``"both"``, ``"lower"`` or ``"upper"``.
@@ -704,7 +951,8 @@ def flat_earthers(
     Returns:
         One row per model: ``model``, each statistic with its ``_n``, ``_z`` and ``_outlier``
         columns, ``dominant_label``, ``dominant_fraction``, ``label_n``, ``empty_label``,
-        ``empty_is_dominant``, ``degenerate``, ``flat_earther``, ``reasons``.
+        ``empty_is_dominant``, ``degenerate``, ``trivial`` (valid clips with a trivial
+        explanation), ``trivial_counted``, ``flat_earther``, ``reasons``.
 
     Raises:
         LabelArrayError: fewer than 3 models, or a bad ``empty`` array.
@@ -716,6 +964,8 @@ def flat_earthers(
         >>> flat_earthers(transfer_analysis(lab, orig, n_boot=0)).flat_earther.tolist()
         [False, False, False, False, True]
     """
+    import pandas as pd
+
     if method not in OUTLIER_METHODS:
         raise ValueError(f"unknown outlier method {method!r}; expected one of {OUTLIER_METHODS}")
     if tail not in TAILS:
@@ -733,7 +983,7 @@ def flat_earthers(
     else:
         rates = transfer_analysis(inp.labels, inp.original, valid=inp.valid, true=inp.true,
                                   num_classes=c, n_boot=0).overall
-    emp = None
+    emp = inp.empty
     if empty is not None:
         emp = as_label_array("empty", empty, (m,))
         check_label_range("empty", emp, c)
@@ -781,6 +1031,8 @@ def flat_earthers(
         (emp == dominant) if emp is not None else [None] * m, dtype="boolean"
     )
     cols["degenerate"] = degenerate
+    cols["trivial"] = inp.trivial_counts
+    cols["trivial_counted"] = inp.include_trivial
     cols["flat_earther"] = any_out | degenerate
     cols["reasons"] = ["; ".join(r) for r in reasons]
     return pd.DataFrame(cols)

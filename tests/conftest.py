@@ -1,17 +1,8 @@
-"""Test configuration: JAX kept strict, shared fixtures."""
+"""Fixtures the tests share (JAX is made strict by the checkout's conftest.py, one folder up)."""
 
-import os
 from pathlib import Path
 
-# Several tests compare sharded and single-device results; give the CPU 4 host devices unless the
-# caller already chose. Must happen before jax is imported anywhere.
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
-
-import jax  # noqa: E402
-import pytest  # noqa: E402
-
-jax.config.update("jax_numpy_dtype_promotion", "strict")
-jax.config.update("jax_numpy_rank_promotion", "raise")
+import pytest
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 GOLDEN = SHARED / "golden"

@@ -7,7 +7,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from family_checks import check_batch_consistency, masked_candidates, random_model
 from flax import nnx
 
 import converters
@@ -18,6 +17,7 @@ from jsuff.models._family import init_rngs
 from jsuff.models.aasist import AasistConfig, GraphPool
 from jsuff.models.base import ModelError, build_model, fit_length
 from jsuff.models.sinc import mel_band_edges, mel_sinc_filters
+from tests.helpers.families import check_batch_consistency, masked_candidates, random_model
 
 TINY = {
     "nb_samp": 12000,

@@ -9,12 +9,13 @@ import converters  # noqa: E402
 from converters import hf_ast  # noqa: E402
 from converters.common import ConversionError  # noqa: E402
 from jsuff.models.ast import AST, ASTConfig  # noqa: E402
-from tests.hf_tiny import (  # noqa: E402
+from tests.helpers.hf import (  # noqa: E402
     assert_bad_folder_refused,
     assert_batch_vmap_loop_agree,
     assert_defaults_match,
     assert_hidden_states_agree,
     assert_logits_agree,
+    assert_old_attention_names_load,
     builder,
     convert_bin_folder,
     convert_without_defaults,
@@ -164,3 +165,7 @@ def test_all_key_problems_in_one_error(build, tmp_path):
         converters.convert(folder, tmp_path / "out")
     msg = str(err.value)
     assert "missing (1): head/bias" in msg and "surprise" in msg and _KEY in msg
+
+
+def test_directories_saved_with_the_old_attention_names_load(build, tmp_path):
+    assert_old_attention_names_load(build("base")[3], tmp_path)

@@ -10,7 +10,7 @@ transformers = pytest.importorskip("transformers")
 
 from jsuff.app.cli import main  # noqa: E402
 from jsuff.models import load_model  # noqa: E402
-from tests.tiny_hf import GENRES, TINY  # noqa: E402
+from tests.helpers.hf import GENRES, W2V2_TINY  # noqa: E402
 
 SR = 16000
 
@@ -18,7 +18,7 @@ SR = 16000
 @pytest.fixture(scope="module")
 def hf_folder(tmp_path_factory):
     """A HuBERT classifier shaped like DistilHuBERT (2 layers, no projection layer norm)."""
-    sizes = {k: v for k, v in TINY.items() if k != "num_labels"}
+    sizes = {k: v for k, v in W2V2_TINY.items() if k != "num_labels"}
     config = transformers.HubertConfig(**sizes, feat_proj_layer_norm=False, id2label=dict(enumerate(GENRES)))
     torch.manual_seed(0)
     model = transformers.HubertForSequenceClassification(config).eval()
@@ -100,3 +100,47 @@ def test_predict(converted, tmp_path, capsys):
     assert main(["predict", str(converted), *paths]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split("\t")[:2] for line in lines] == [[r["file"], r["label"]] for r in results]
+
+
+@pytest.mark.parametrize("weights", ["model.pth", "model.safetensors"])
+def test_convert_a_state_dict_with_its_config(tmp_path, capsys, weights):
+    """`jsuff convert model.pth --arch wav2vec2 --config config.json`: a bare state dict and a HF
+    config.json (as Wav2Vec2ForSequenceClassification gives them) convert as the folder would."""
+    config = transformers.Wav2Vec2Config(**W2V2_TINY)
+    torch.manual_seed(1)
+    ref = transformers.Wav2Vec2ForSequenceClassification(config).eval()
+    with torch.no_grad():
+        ref.classifier.weight.normal_(0, 1.0)
+    ckpt, cfg = tmp_path / "ckpt", tmp_path / "cfg"
+    ckpt.mkdir()
+    cfg.mkdir()
+    if weights.endswith(".pth"):
+        torch.save({"state_dict": ref.state_dict()}, ckpt / weights)
+    else:
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(ckpt / weights))
+    config.to_json_file(str(cfg / "config.json"))
+    (cfg / "preprocessor_config.json").write_text(json.dumps({"do_normalize": False, "sampling_rate": SR}))
+    dest = tmp_path / "out"
+    assert main(["convert", str(ckpt / weights), "--arch", "wav2vec2", "--config", str(cfg / "config.json"),
+                 "--out", str(dest)]) == 0
+    assert "wav2vec2, 3 labels, 16000 Hz" in capsys.readouterr().out
+    model = load_model(dest)
+    assert model.config["do_normalize"] is False  # the preprocessor config beside config.json was read
+    x = np.random.default_rng(0).normal(size=(2, 1600)).astype(np.float32)
+    with torch.no_grad():
+        expected = ref(torch.from_numpy(x)).logits.numpy()
+    np.testing.assert_allclose(np.asarray(model(x)), expected, atol=1e-4, rtol=0)
+    files = {f["path"] for f in model.source["files"]}
+    assert "config.json" in files and files & {"pytorch_model.bin", "model.safetensors"}
+    # without --arch the config's model_type names the architecture
+    assert main(["convert", str(ckpt / weights), "--config", str(cfg / "config.json"), "--out", str(tmp_path / "o2")]) == 0
+    capsys.readouterr()
+    # errors name the user's files, never the temporary folder they were linked into
+    bad = json.loads((cfg / "config.json").read_text()) | {"conv_dim": [8, 16]}
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    assert main(["convert", str(ckpt / weights), "--config", str(tmp_path / "bad.json"), "--out", str(tmp_path / "o3")]) == 2
+    err = capsys.readouterr().err
+    assert "mis-shaped" in err and str(ckpt / weights) in err and "jsuff-convert-" not in err
+    assert not (tmp_path / "o3").exists()

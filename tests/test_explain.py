@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh
 
-from jsuff import AudioError, ExtractConfig, Explanation, SearchConfig, Time, explain, explain_many, load_audio
-from toys import (
+from jsuff import ExtractConfig, Explanation, SearchConfig, Time, explain, explain_many, load_audio
+from jsuff.audio import AudioError
+from tests.helpers.toys import (
     BOTH,
     CFG,
     GRID_STFT,
@@ -20,6 +21,7 @@ from toys import (
     REGION,
     band_mlp,
     both_clip,
+    compilations,
     loudest_clip,
     noise,
     region_clip,
@@ -56,11 +58,17 @@ def test_multiclass_loudest_band(loudest):
 
 
 def test_second_explain_does_not_recompile(loudest):
-    from jsuff.search import TRACE_COUNTS
+    from jsuff import evaluate, extract, search
 
-    before = dict(TRACE_COUNTS)
-    again = explain(band_mlp, LOUDEST, loudest_clip()[::-1].copy(), config=CFG, key=jax.random.key(11))
-    assert dict(TRACE_COUNTS) == before and again.verified
+    def stages():  # JAX's own cache sizes of every jitted stage that calls band_mlp
+        calls_model = (evaluate.analyze_and_predict, search._walk, extract._classify_sets)
+        return [f.cache_size(band_mlp) for f in calls_model]
+
+    before = stages()
+    assert all(c > 0 for c in before)
+    with compilations() as seen:
+        again = explain(band_mlp, LOUDEST, loudest_clip()[::-1].copy(), config=CFG, key=jax.random.key(11))
+    assert seen == [] and stages() == before and again.verified
 
 
 def test_two_bands_needed_at_once():
@@ -124,7 +132,7 @@ def test_independent_of_prefixes_per_call_and_devices(loudest):
     small = explain(band_mlp, LOUDEST, loudest_clip(), config=CFG, key=KEY, extract=ExtractConfig(prefixes_per_call=1))
     np.testing.assert_array_equal(small.mask, loudest.mask)
     if len(jax.devices()) < 4:
-        pytest.skip("needs 4 devices (tests/conftest.py forces 4 host CPU devices)")
+        pytest.skip("needs 4 devices (conftest.py forces 4 host CPU devices)")
     mesh = Mesh(np.array(jax.devices()[:4]), ("cand",))
     sharded = explain(band_mlp, LOUDEST, loudest_clip(), config=CFG, key=KEY, mesh=mesh)
     np.testing.assert_array_equal(sharded.mask, loudest.mask)
@@ -143,6 +151,14 @@ def test_modes_and_explicit_target(loudest):
     assert t.target == 1 and t.verified and ((_cells(t) >= 64) & (_cells(t) < 128)).all()
     with pytest.raises(ValueError, match="out of range"):
         explain(band_mlp, LOUDEST, loudest_clip(), config=CFG, key=KEY, target=7)
+
+
+def test_chunk_size_reaches_the_extraction(loudest):
+    e = explain(band_mlp, LOUDEST, loudest_clip(), config=CFG, key=KEY, extract=ExtractConfig(chunk_size=4))
+    np.testing.assert_array_equal(e.responsibility, loudest.responsibility)  # the same search
+    assert e.chunk_size == 4 and e.settings["extract"]["chunk_size"] == 4 and e.verified and e.minimal
+    kept = _cells(e)
+    assert 0 < kept.size <= 4 < loudest.chunk_size and ((kept >= 128) & (kept < 192)).all()
 
 
 def test_save_and_summary(loudest, tmp_path):
@@ -180,7 +196,9 @@ def test_bad_input():
         explain(band_mlp, LOUDEST, np.zeros(0, np.float32), config=CFG, key=KEY)
     with pytest.raises(AudioError, match="one clip"):
         explain(band_mlp, LOUDEST, np.ones((2, 512), np.float32), config=CFG, key=KEY)
-    with pytest.raises(ValueError, match="exactly one of key"):
-        explain_many(band_mlp, LOUDEST, np.ones((2, 512), np.float32), config=CFG)
+    # issue 16: key= may be left out (seed 0), so only key= and keys= together are refused
+    with pytest.raises(ValueError, match="not both"):
+        explain_many(band_mlp, LOUDEST, np.ones((2, 512), np.float32), config=CFG, key=KEY,
+                     keys=jnp.stack([KEY, KEY]))
     with pytest.raises(ValueError, match="min_box_size"):
         SearchConfig(min_box_size=2)

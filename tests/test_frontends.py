@@ -19,7 +19,7 @@ from jsuff.models.logmel import (
     whisper_log_mel,
     window,
 )
-from tests.hf_tiny import waveforms
+from tests.helpers.hf import waveforms
 
 transformers = pytest.importorskip("transformers")
 audio_utils = pytest.importorskip("transformers.audio_utils")

@@ -254,7 +254,7 @@ def test_non_finite_weights_are_refused_at_build_save_and_load(model_dir, tmp_pa
 @needs_torch
 def test_convert_refuses_non_finite_weights_naming_them(tmp_path, capsys):
     transformers = pytest.importorskip("transformers")
-    from tests.tiny_hf import TINY
+    from tests.helpers.hf import W2V2_TINY as TINY
 
     torch.manual_seed(0)
     hf = transformers.HubertForSequenceClassification(transformers.HubertConfig(**TINY)).eval()

@@ -15,6 +15,7 @@ import time
 from html.parser import HTMLParser
 from pathlib import Path
 from types import SimpleNamespace
+from urllib.parse import unquote
 
 import numpy as np
 import pytest
@@ -32,9 +33,9 @@ from jsuff.app.study import (
     StudyError,
     config_from_dict,
     load_config,
-    model_slugs,
     run_study,
 )
+from jsuff.app.store import model_slugs
 
 ROOT = Path(__file__).resolve().parents[1]
 SR = 8000
@@ -165,6 +166,26 @@ def test_report_escapes_every_user_string(hostile):
     shown = "".join(page.text)
     for raw in (XSS, TRAVERSAL, QUOTED, TASK, *CLASSES, BAD_FILE):
         assert raw in shown, raw  # shown literally, as text
+    # the model and clip pages too: the same names, escaped, and links that stay inside the report
+    others = sorted(p for p in report.rglob("*.html") if p != hostile.page)
+    assert len(others) == 3 + len(hostile.arrays.paths)
+    for path in others:
+        text = path.read_text()
+        for raw in (XSS, TASK, "<i>", "<script", "onerror=alert(1)>"):
+            assert raw not in text, (path.name, raw)
+        sub = _Page()
+        sub.feed(text)
+        assert "script" not in [t for t, _ in sub.tags]
+        for tag, attrs in sub.tags:
+            assert not any(k.startswith("on") for k in attrs), (path.name, tag, attrs)
+            for key in ("src", "href"):
+                if attrs.get(key):
+                    target = (path.parent / unquote(attrs[key])).resolve()
+                    assert target.is_relative_to(report.resolve()) and target.is_file(), (path.name, attrs[key])
+    clip_page = _Page()
+    clip_page.feed((report / "clips" / "clip_0000.html").read_text())
+    for raw in (XSS, TRAVERSAL, QUOTED, TASK):
+        assert raw in "".join(clip_page.text), raw
 
 
 def test_report_wavs_have_each_models_rate(hostile):
@@ -172,10 +193,10 @@ def test_report_wavs_have_each_models_rate(hostile):
     audio = hostile.out / "report" / "audio"
     for name, rate in ((XSS, SR), (TRAVERSAL, 16000)):
         suff = sorted((audio / slugs[name]).glob("*_sufficient.wav"))
-        orig = sorted((audio / slugs[name]).glob("*_original.wav"))
-        assert suff and orig
+        assert suff
         assert {sf.info(p).samplerate for p in suff} == {rate}
-        assert {sf.info(p).samplerate for p in orig} == {SR}
+    orig = sorted((audio / "original").glob("*.wav"))  # the originals, once, at the study rate
+    assert orig and {sf.info(p).samplerate for p in orig} == {SR}
     record = json.loads((hostile.out / "study.json").read_text())
     assert [m["sample_rate"] for m in record["models"]] == [SR, 16000, SR]
 

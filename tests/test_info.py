@@ -1,6 +1,5 @@
 """jsuff.info: estimators against SciPy / scikit-learn / hand-computed values, eager and jitted."""
 
-import doctest
 import math
 from functools import partial
 
@@ -14,7 +13,7 @@ from hypothesis import strategies as st
 from sklearn import metrics as skm
 
 from jsuff import info
-from jsuff.transfer import LabelArrayError
+from jsuff.transfer import LabelArrayError, transfer_matrix
 
 LN2 = math.log(2.0)
 close = partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-6)
@@ -289,9 +288,10 @@ def test_pairwise_information_matches_direct_estimates():
 
 def test_pairwise_information_intervals_are_seeded_and_bracket():
     labels, original, true, valid = _study(1)
-    a = info.pairwise_information(labels, original, true, valid, n_boot=200, seed=3)
-    b = info.pairwise_information(labels, original, true, valid, n_boot=200, seed=3)
-    c = info.pairwise_information(labels, original, true, valid, n_boot=200, seed=4)
+    kw = dict(n_boot=200, bootstrap_min_n=0)  # intervals at this small n too (mechanics only)
+    a = info.pairwise_information(labels, original, true, valid, seed=3, **kw)
+    b = info.pairwise_information(labels, original, true, valid, seed=3, **kw)
+    c = info.pairwise_information(labels, original, true, valid, seed=4, **kw)
     assert a.equals(b) and not a.equals(c)
     assert (a.mi_source_lo <= a.mi_source_hi).all()
     assert ((a.mi_true_lo <= a.mi_true + 1e-6) & (a.mi_true - 1e-6 <= a.mi_true_hi)).mean() > 0.8
@@ -302,9 +302,10 @@ def test_pairwise_information_intervals_are_seeded_and_bracket():
 
 def test_bootstrap_chunking_does_not_change_results(monkeypatch):
     labels, original, true, valid = _study(2)
-    full = info.pairwise_information(labels, original, true, valid, n_boot=50, seed=0)
+    kw = dict(n_boot=50, seed=0, bootstrap_min_n=0)
+    full = info.pairwise_information(labels, original, true, valid, **kw)
     monkeypatch.setattr(info, "_CHUNK_ELEMENTS", 1)
-    chunked = info.pairwise_information(labels, original, true, valid, n_boot=50, seed=0)
+    chunked = info.pairwise_information(labels, original, true, valid, **kw)
     np.testing.assert_allclose(chunked.select_dtypes("number"), full.select_dtypes("number"))
 
 
@@ -337,6 +338,66 @@ def test_information_separates_what_accuracy_does_not():
     np.testing.assert_allclose(df.mi, [math.log2(3), 0.0], atol=1e-5)
 
 
+def test_one_class_entropies_are_positive_zero():
+    x = np.zeros(7, int)
+    for est in ("plugin", "miller_madow"):
+        for value in (info.entropy(x, estimator=est), info.conditional_entropy(x, x, estimator=est),
+                      info.joint_entropy(x, x, estimator=est)):
+            assert float(value) == 0.0 and not np.signbit(value), value
+    df = info.classification_metrics(np.zeros((1, 5), int), np.zeros(5, int), n_boot=0)
+    assert not np.signbit(df[["h_true", "h_pred", "mi", "mi_mm"]].to_numpy()).any()
+    assert str(df.h_pred[0]) == "0.0"
+
+
+def test_results_stay_float32_with_x64_enabled():
+    x, y = _labels(0, 40, 3), _labels(1, 40, 3)
+    with jax.enable_x64(True):
+        outs = [info.entropy(x), info.entropy(x, estimator="miller_madow"), info.joint_entropy(x, y),
+                info.conditional_entropy(x, y), info.mutual_information(x, y),
+                info.mutual_information(x, y, estimator="miller_madow"),
+                info.normalized_mutual_information(x, y, variant="joint"), info.contingency_table(x, y),
+                info.entropy_from_counts(np.array([3.0, 1.0])), info.mutual_information_from_table(np.eye(2)),
+                jax.jit(partial(info.mutual_information, num_classes=3))(jnp.asarray(x), jnp.asarray(y))]
+        lab = np.stack([np.stack([x, y]), np.stack([y, x])])
+        outs += list(transfer_matrix(lab, np.stack([x, y])))
+    assert all(o.dtype == jnp.float32 for o in outs), [o.dtype for o in outs]
+
+
+def test_bootstrap_intervals_only_where_they_hold():
+    labels, original, true, valid = _study(4)
+    df = info.pairwise_information(labels, original, true, valid, n_boot=100)
+    assert (df.n < 500).all() and df.filter(regex="_(lo|hi)$").isna().all().all()
+    assert df.interval_note.str.contains("< 500").all() and (df.interval == "basic_bootstrap").all()
+    assert info.bootstrap_min_n(3) == 500 and info.bootstrap_min_n(8) == 1280
+    some = info.pairwise_information(labels, original, true, valid, n_boot=100, bootstrap_min_n=45)
+    big = some.n >= 45
+    assert big.any() and (~big).any()
+    assert some.mi_source_lo[big].notna().all() and some.mi_source_lo[~big].isna().all()
+    assert (some.interval_note[big] == "").all()
+    # metrics: accuracy gets the exact binomial interval at any n, the bootstrap ones wait
+    m = info.classification_metrics(original, true, valid=valid, n_boot=100)
+    for row, k in zip(m.itertuples(), range(3)):
+        hits = int((original[k] == true)[valid[k]].sum())
+        ci = scipy.stats.binomtest(hits, int(valid[k].sum())).proportion_ci(0.95, method="exact")
+        np.testing.assert_allclose([row.accuracy_lo, row.accuracy_hi], [ci.low, ci.high], atol=1e-9)
+    assert m.precision_lo.isna().all() and m.interval[0].startswith("accuracy: clopper_pearson")
+
+
+def test_basic_bootstrap_by_hand():
+    x, y = _labels(5, 50, 3), _labels(6, 50, 3)
+    y[:30] = x[:30]
+    s = info._stats_with_intervals(x[None], y[None], np.ones((1, 50), bool), 3, variants=("arithmetic",),
+                                   classification=True, n_boot=80, confidence=0.9, seed=2, min_n=0)
+    idx = info.bootstrap_indices(50, 80, 2)
+    mi = np.array([skm.mutual_info_score(x[i], y[i]) / LN2 for i in idx])
+    prec = np.array([skm.precision_score(x[i], y[i], average="macro", zero_division=0) for i in idx])
+    est = skm.mutual_info_score(x, y) / LN2
+    q_lo, q_hi = np.percentile(mi, [5, 95])
+    close(s["mi_lo"][0], max(2 * est - q_hi, 0.0))
+    close(s["mi_hi"][0], 2 * est - q_lo)
+    close([s["precision_lo"][0], s["precision_hi"][0]], np.percentile(prec, [5, 95]))
+
+
 def test_study_tables_reject_bad_input():
     labels, original, true, valid = _study()
     with pytest.raises(LabelArrayError, match="original has shape"):
@@ -347,7 +408,3 @@ def test_study_tables_reject_bad_input():
         info.classification_metrics(original, true, valid=np.zeros_like(valid))
     with pytest.raises(ValueError, match="unknown NMI variant"):
         info.pairwise_information(labels, original, nmi_variants=("avg",))
-
-
-def test_docstring_examples():
-    assert doctest.testmod(info, optionflags=doctest.NORMALIZE_WHITESPACE).failed == 0

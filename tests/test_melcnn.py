@@ -9,7 +9,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from family_checks import check_batch_consistency, masked_candidates
 from flax import nnx
 
 import converters
@@ -17,6 +16,7 @@ import jsuff
 from converters.common import ConversionError
 from jsuff.models.base import ModelError, build_model
 from jsuff.models.melcnn import MelCnnConfig, build, log_mel, mel_filterbank
+from tests.helpers.families import check_batch_consistency, masked_candidates
 
 torch = pytest.importorskip("torch")
 

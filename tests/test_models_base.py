@@ -1,6 +1,9 @@
 """The model contract: fitting clips, registry errors, model directories round trip."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -48,9 +51,48 @@ def test_fit_length_policies():
         InputPolicy(4, pad="reflect")
 
 
+def test_a_model_that_pads_internally_gets_shorter_clips_as_they_are():
+    policy = InputPolicy(5, pads_internally=True)
+    np.testing.assert_array_equal(fit_length(np.arange(1.0, 4.0), policy), [1, 2, 3])
+    np.testing.assert_array_equal(fit_length(np.arange(7.0), policy), [0, 1, 2, 3, 4])  # longer: cropped
+    assert InputPolicy(**policy.to_json()) == policy
+    with pytest.raises(ModelError, match="pads_internally must be true or false"):
+        InputPolicy(5, pads_internally="yes")
+
+
 def test_unknown_architecture_lists_supported():
     with pytest.raises(UnknownArchitectureError, match="test_tiny"):
         base.get_architecture("nope")
+
+
+# Run in a fresh interpreter: nothing imported yet, and no architecture registered by a test.
+_FAMILY_TABLE_CHECK = """
+import importlib, json, pkgutil, sys
+import jsuff.models as models
+from jsuff.models import base
+lazy = sorted(m for m in sys.modules if m.startswith("jsuff.models."))
+base.get_architecture("melcnn")
+one = sorted(m for m in sys.modules if m.startswith("jsuff.models."))
+for info in pkgutil.iter_modules(models.__path__):
+    importlib.import_module(f"jsuff.models.{info.name}")
+print(json.dumps({"lazy": lazy, "one": one, "table": base.ARCHITECTURE_MODULES,
+                  "registered": {n: a.family for n, a in base._REGISTRY.items()}}))
+"""
+
+
+def test_the_architecture_table_names_every_family_and_is_used_lazily():
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", _FAMILY_TABLE_CHECK], capture_output=True, text=True,
+                          timeout=300, cwd=root, check=True)
+    got = json.loads(done.stdout.splitlines()[-1])
+    # every architecture any family module registers is in the table, under the module that
+    # registers it (its `family`), and the table names nothing that no module registers
+    assert got["table"] == got["registered"]
+    assert all((root / "jsuff" / "models" / f"{m}.py").is_file() for m in got["table"].values())
+    # importing jsuff.models imports no family; one architecture imports its own family only
+    assert got["lazy"] == ["jsuff.models.base"]
+    assert "jsuff.models.melcnn" in got["one"] and "jsuff.models.whisper" not in got["one"]
+    assert not {"jsuff.models.wav2vec2", "jsuff.models.ast", "jsuff.models.aasist"} & set(got["one"])
 
 
 def test_build_with_bad_params_names_every_key():

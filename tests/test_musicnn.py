@@ -14,8 +14,8 @@ import jax.numpy as jnp
 import librosa
 import numpy as np
 import pytest
-from _real_packages import check_jit_eager_vmap
-from family_checks import check_batch_consistency, masked_candidates, random_model
+from tests.helpers.real_packages import check_jit_eager_vmap
+from tests.helpers.families import check_batch_consistency, masked_candidates, random_model
 
 from converters import ConversionError, convert, supported
 from converters.musicnn import convert_folder, read_tag_lists
@@ -305,11 +305,3 @@ def test_end_to_end_parity(converted, golden, name):
     # measured effect on the logits: at most 1.6e-4 (MTT_vgg), under 1e-4 for the other models.
     np.testing.assert_allclose(ours, ref, atol=5e-4, rtol=0)
     assert (ours.argmax(-1) == ref.argmax(-1)).all()
-
-
-def test_docstring_examples():
-    import doctest
-
-    import jsuff.models.musicnn as module
-
-    assert doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE).failed == 0

@@ -10,15 +10,8 @@ import pytest
 from flax import nnx
 
 from jsuff.domains import RFFT
-from jsuff.search import (
-    SearchConfig,
-    class_logits,
-    masked_logits,
-    model_logits,
-    responsibility_loop,
-    responsibility_maps,
-    top1_and_confidence,
-)
+from jsuff.evaluate import class_logits, masked_logits, model_logits, top1_and_confidence
+from jsuff.search import SearchConfig, responsibility_loop, responsibility_maps
 
 T = 512
 FRAME = 32

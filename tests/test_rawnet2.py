@@ -5,7 +5,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from family_checks import check_batch_consistency, masked_candidates, random_model
 from flax import nnx
 
 import converters
@@ -13,6 +12,7 @@ import jsuff
 from converters.common import ConversionError
 from jsuff.models.base import ModelError
 from jsuff.models.rawnet2 import GRULayer, RawNet2Config, hidden_apply
+from tests.helpers.families import check_batch_consistency, masked_candidates, random_model
 
 TINY = {
     "first_conv": 64,

@@ -4,7 +4,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from _real_packages import check_jit_eager_vmap, clips, require
+
+from tests.helpers.real_packages import check_jit_eager_vmap, clips, require
 
 require("javad", "javad")
 
@@ -13,7 +14,6 @@ import torch  # noqa: E402
 from converters import ConversionError, convert  # noqa: E402
 from jsuff.models import ModelError  # noqa: E402
 from jsuff.models._detectors import frames_fn, mel_filters, sliding_min  # noqa: E402
-from jsuff.models._family import parse_config  # noqa: E402
 from jsuff.models.javad import VARIANTS, JavadConfig  # noqa: E402
 
 # Clip lengths per variant: 1.5 windows or more, so the last window is zero-padded.
@@ -46,7 +46,7 @@ def test_variant_table_matches_package(javad):
     defaults = JavadConfig()
     for name, ours in VARIANTS.items():
         info = javad.MODELINFO[name]
-        cfg = parse_config(JavadConfig, ours, arch="javad")
+        cfg = JavadConfig.from_mapping(ours)
         args = {**{k: getattr(defaults, k) for k in ("n_state", "n_head", "n_layer", "output_dim")}, **info["args"]}
         for key in ("n_state", "n_head", "n_layer", "output_dim"):
             assert getattr(cfg, key) == args[key], (name, key)

@@ -12,7 +12,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from _real_packages import check_jit_eager_vmap, clips, load_isolated, require
+
+from tests.helpers.real_packages import check_jit_eager_vmap, clips, load_isolated, require
 
 require("pulsevad", "pulsevad")
 

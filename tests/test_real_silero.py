@@ -8,7 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from _real_packages import check_jit_eager_vmap, clips, require
+
+from tests.helpers.real_packages import check_jit_eager_vmap, clips, require
 
 require("silero_vad", "silero-vad")
 

@@ -60,7 +60,9 @@ def test_speech_task_without_espeak_is_a_clear_error(tmp_path, monkeypatch):
 def test_speech_clips_are_speech_to_a_real_detector(tmp_path):
     _require_everything()
     from jsuff.app.realdemo import convert_models
-    from jsuff.app.study import DataConfig, discover, load_clips, predict_logits
+    from jsuff.app.config import DataConfig
+    from jsuff.app.data import discover, load_clips
+    from jsuff.app.devices import predict_logits
     from jsuff.models import load_model
 
     manifest = make_speech_task(tmp_path / "data", n_speech=3, n_nonspeech=3, duration=0.64)

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh
 
-from jsuff import search
+from jsuff import evaluate, search
+from jsuff.audio import AudioError
 from jsuff.domains import RFFT, Time
 from jsuff.search import SearchConfig, responsibility_loop, responsibility_maps
-from toys import (
+from tests.helpers.toys import (
     CFG,
     GRID_STFT,
     KEY,
@@ -20,6 +21,7 @@ from toys import (
     NARROW,
     REGION,
     band_mlp,
+    compilations,
     loudest_clip,
     noise,
     region_clip,
@@ -29,7 +31,15 @@ from toys import (
     window_clip,
 )
 
-STAGES = ("draws", "evaluate", "advance", "analyze")
+
+
+def _compiled_stages() -> tuple[int, ...]:
+    """JAX's own cache sizes of the search's jitted stages for band_mlp (a retrace adds one)."""
+    return (
+        search.iteration_draws._cache_size(),
+        search._walk.cache_size(band_mlp),
+        evaluate.analyze_and_predict.cache_size(band_mlp),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -146,11 +156,16 @@ def test_a_domain_that_is_not_affine_is_synthesised_mutant_by_mutant():
 
 
 def test_second_call_does_not_recompile(loudest):
-    before = {k: search.TRACE_COUNTS[k] for k in STAGES}
-    assert all(before[k] > 0 for k in STAGES)
+    before = _compiled_stages()
+    assert all(c > 0 for c in before)
     other = loudest_clip()[::-1].copy()
-    responsibility_maps(band_mlp, LOUDEST, other, config=CFG, key=jax.random.key(123))
-    assert {k: search.TRACE_COUNTS[k] for k in STAGES} == before
+    with compilations() as seen:
+        responsibility_maps(band_mlp, LOUDEST, other, config=CFG, key=jax.random.key(123))
+    assert seen == [] and _compiled_stages() == before
+    # the confidence threshold is data, not a compiled setting
+    with compilations() as seen:
+        responsibility_maps(band_mlp, LOUDEST, other, config=dataclasses.replace(CFG, confidence_filter=0.5), key=KEY)
+    assert seen == [] and _compiled_stages() == before
 
 
 def test_batched_clips_equal_one_at_a_time(loudest):
@@ -213,13 +228,73 @@ def test_mesh_axis_is_checked():
     mesh = Mesh(np.array(jax.devices()[:1]), ("cand",))
     with pytest.raises(ValueError, match="no axis"):
         responsibility_maps(band_mlp, LOUDEST, loudest_clip(), config=CFG, key=KEY, mesh=mesh, mesh_axis="x")
-    assert search.device_batch(6, 1000, Mesh(np.array(jax.devices()[:1]), ("c",)), "c") == 6
-    assert search.device_batch(64, 20, None, None) == 20
+    assert evaluate.device_batch(6, 1000, Mesh(np.array(jax.devices()[:1]), ("c",)), "c") == 6
+    assert evaluate.device_batch(64, 20, None, None) == 20
+
+
+def _same_search(traced, host, target_only=False):
+    """A traced search's result equals the host call's: labels, queries and depths exactly; maps
+    up to XLA's float32 division of the credits by 6 (the host divides in float64), which keeps
+    every cell's order."""
+    np.testing.assert_array_equal(np.asarray(traced.targets), host.targets)
+    np.testing.assert_array_equal(np.asarray(traced.queries), host.queries)
+    np.testing.assert_array_equal(np.asarray(traced.depth), host.depth)
+    np.testing.assert_allclose(np.asarray(traced.target_confidence), host.target_confidence, rtol=1e-6)
+    maps = np.asarray(traced.maps)
+    assert maps.shape == host.maps.shape and maps.dtype == np.float32
+    np.testing.assert_allclose(maps, host.maps, rtol=3e-7, atol=0)
+    flat = maps.reshape(maps.shape[0], maps.shape[1], -1)
+    ref = host.maps.reshape(flat.shape)
+    np.testing.assert_array_equal(np.argsort(flat, -1, stable=True), np.argsort(ref, -1, stable=True))
+
+
+def test_inside_jit_and_vmap_equals_the_host_call(loudest):
+    # the caller's jit over the clip: the whole search becomes part of the caller's program
+    run = jax.jit(lambda x: responsibility_maps(band_mlp, LOUDEST, x, config=CFG, key=KEY))
+    _same_search(run(jnp.asarray(loudest_clip())), loudest)
+    with pytest.raises(AudioError, match="expected"):  # a traced clip is checked for its shape
+        run(jnp.ones((2, 2, T), jnp.float32))
+    # an int seed may be traced too (a vmap over seeds)
+    traced_seed = jax.jit(lambda s: jax.random.key_data(evaluate.clip_keys(s, 2)))(jnp.int32(7))
+    np.testing.assert_array_equal(traced_seed, jax.random.key_data(evaluate.clip_keys(7, 2)))
+    # the caller's vmap over clips and keys (a batch axis the search does not see), under jit;
+    # multiplicative maps, combined in float32 on the device
+    mult = dataclasses.replace(CFG, map_combination="multiplicative")
+    clips = [loudest_clip(), window_clip() + loudest_clip()[::-1]]
+    keys = [KEY, jax.random.key(99)]
+    many = jax.jit(jax.vmap(
+        lambda x, k: responsibility_maps(band_mlp, LOUDEST, x, config=mult, key=k, target_only=True)
+    ))
+    got = many(jnp.asarray(np.stack(clips)), jnp.stack(keys))
+    assert got.maps.shape == (2, 1, 1, 257)
+    for i in range(2):
+        host = responsibility_maps(band_mlp, LOUDEST, clips[i], config=mult, key=keys[i], target_only=True)
+        mine = jax.tree_util.tree_map(lambda a: a[i], got)
+        _same_search(mine._replace(maps=host.maps), host)  # all but the maps exactly
+        np.testing.assert_allclose(np.asarray(mine.maps), host.maps, rtol=1e-5, atol=1e-7)
+        assert host.maps.max() == 1.0 and np.asarray(mine.maps).max() == pytest.approx(1.0)
+
+
+def test_iterations_in_rounds_equal_one_walk(loudest):
+    # what a caller that runs the iterations in rounds does: draw once, walk slices, merge
+    clips = evaluate.prepare(band_mlp, LOUDEST, loudest_clip(), domain=RFFT(), min_box_size=CFG.min_box_size)
+    draws = search.iteration_draws(evaluate.clip_keys(KEY, 1), iters=CFG.iters, tree_depth=CFG.tree_depth)
+    for cfg in (CFG, dataclasses.replace(CFG, map_combination="multiplicative")):
+        whole = search.walk(band_mlp, LOUDEST, clips, draws, config=cfg)
+        rounds = [search.walk(band_mlp, LOUDEST, clips, draws[:, a : a + 2], config=cfg) for a in (0, 2, 4)]
+        merged = search.merge_walks(rounds, cfg.map_combination)
+        for got, want in zip(merged, whole, strict=True):
+            np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+        assert sum(int(r.queries[0]) for r in rounds) == int(whole.queries[0]) > 0
+        if cfg is CFG:  # and the result is responsibility_maps'
+            np.testing.assert_array_equal(search.maps_of(merged, clips, (257,)).maps, loudest.maps)
+    with pytest.raises(ValueError, match="draws must be"):
+        search.walk(band_mlp, LOUDEST, clips, draws[0], config=CFG)
 
 
 def test_sharded_search_keeps_each_fft_on_its_device():
     if len(jax.devices()) < 4:
-        pytest.skip("needs 4 devices (tests/conftest.py forces 4 host CPU devices)")
+        pytest.skip("needs 4 devices (conftest.py forces 4 host CPU devices)")
     mesh = Mesh(np.array(jax.devices()[:4]), ("cand",))
     # whole refinements per call (linear synthesis): 64 // 14 // 4 * 4 = 4 refinements, one per device
     cfg = dataclasses.replace(CFG, max_batch=64)
@@ -227,9 +302,18 @@ def test_sharded_search_keeps_each_fft_on_its_device():
     four = responsibility_maps(band_mlp, LOUDEST, loudest_clip(), config=cfg, key=KEY, mesh=mesh)
     np.testing.assert_array_equal(four.maps, one.maps)
     np.testing.assert_array_equal(four.queries, one.queries)
+    # the whole compiled search: per device, one refinement's 5 syntheses and its 14 mutants' FFTs
+    # in the model; what crosses devices is labels and confidences (4 devices x 14), no waveform
+    run = jax.jit(lambda x: responsibility_maps(band_mlp, LOUDEST, x, config=cfg, key=KEY, mesh=mesh))
+    clip = jnp.asarray(loudest_clip())
+    hlo = run.lower(clip).compile().as_text()
+    assert f"f32[5,{T}]{{1,0}} fft(" in hlo and f"c64[14,{T // 2 + 1}]{{1,0}} fft(" in hlo
+    gathers = [line.split("=")[1].split()[0] for line in hlo.splitlines() if "all-gather(" in line]
+    assert gathers and set(gathers) <= {"s32[56]{0}", "f32[56]{0}", "s32[56,1]{1,0}", "f32[56,1]{1,0}"}, gathers
+    _same_search(run(clip), one)
     # each device transforms its own 8 rows; nothing as large as a waveform batch is gathered
     x = jnp.ones((32, T), jnp.float32)
-    f = jax.jit(lambda x: search.on_shards(lambda x: jnp.abs(jnp.fft.rfft(x)), mesh, "cand", (), (x,)))
+    f = jax.jit(lambda x: evaluate.on_shards(lambda x: jnp.abs(jnp.fft.rfft(x)), mesh, "cand", (), (x,)))
     hlo = f.lower(x).compile().as_text()
     assert f"c64[8,{T // 2 + 1}]" in hlo and "all-gather" not in hlo
     np.testing.assert_allclose(np.asarray(f(x)), np.abs(np.fft.rfft(np.ones((32, T)))), rtol=1e-5, atol=1e-3)
@@ -240,7 +324,7 @@ def test_sharded_search_keeps_each_fft_on_its_device():
         return jnp.stack([h, -h], axis=1)
 
     xs = jax.random.normal(jax.random.key(0), (8, 16))
-    g = jax.jit(lambda x: search.on_shards(recurrent, mesh, "cand", (jnp.float32(0.5),), (x,)))
+    g = jax.jit(lambda x: evaluate.on_shards(recurrent, mesh, "cand", (jnp.float32(0.5),), (x,)))
     np.testing.assert_allclose(np.asarray(g(xs)), np.asarray(recurrent(0.5, xs)), rtol=1e-6)
 
 

@@ -10,16 +10,9 @@ import pytest
 import soundfile as sf
 
 from jsuff.app.report import write_report
-from jsuff.app.study import (
-    StudyError,
-    config_from_dict,
-    config_to_dict,
-    fingerprint,
-    iter_explanations,
-    load_arrays,
-    load_config,
-    run_study,
-)
+from jsuff.app.config import config_to_dict, fingerprint
+from jsuff.app.store import iter_explanations
+from jsuff.app.study import StudyError, config_from_dict, load_arrays, load_config, run_study
 from jsuff.models import InputPolicy, build_model, load_model, save_model
 
 SR = 8000

@@ -255,11 +255,3 @@ def test_real_musicnn_checkpoint():
     assert index["1CNN/kernel"].shape == (3, 3, 1, 128) and index["dense/kernel"].shape == (256, 50)
     got = read_bundle(folder, ["batch_normalization/moving_variance", "dense/bias"])
     assert got["dense/bias"].shape == (50,) and got["batch_normalization/moving_variance"][0] > 0
-
-
-def test_docstring_examples():
-    import doctest
-
-    import converters.tf_bundle as module
-
-    assert doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE).failed == 0

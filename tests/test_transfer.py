@@ -1,13 +1,13 @@
 """jsuff.transfer: known-answer matrices, masking, bootstrap coverage, flat-earther screening."""
 
-import doctest
 
 import jax
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.stats
 
-from jsuff import transfer
+from jsuff import intervals, transfer
 from jsuff.transfer import LabelArrayError, flat_earthers, outlier_scores, transfer_analysis
 
 
@@ -60,7 +60,8 @@ def test_known_transfer_matrix():
     for f in range(3):
         for g in range(3):
             labels[f, g, : k[f, g]] = 0
-    r = transfer_analysis(labels, np.zeros((3, 10), int), n_boot=0, model_names=["a", "b", "c"])
+    r = transfer_analysis(labels, np.zeros((3, 10), int), interval="bootstrap", n_boot=0,
+                          model_names=["a", "b", "c"])
     np.testing.assert_allclose(r.matrix, k / 10)
     np.testing.assert_array_equal(r.n, np.full((3, 3), 10))
     np.testing.assert_allclose(r.overall.task_mean.value, (0.7 + 0.2 + 0.5 + 0.0 + 1.0 + 0.3) / 6)
@@ -141,9 +142,10 @@ def test_transfer_matrix_jit_equals_eager_and_weights_equal_resampling():
 
 def test_bootstrap_is_seeded_and_brackets_the_estimate():
     labels, original, true, valid = _random_task(4)
-    a = transfer_analysis(labels, original, valid=valid, true=true, n_boot=300, seed=7)
-    b = transfer_analysis(labels, original, valid=valid, true=true, n_boot=300, seed=7)
-    c = transfer_analysis(labels, original, valid=valid, true=true, n_boot=300, seed=8)
+    kw = dict(valid=valid, true=true, interval="bootstrap", n_boot=300)
+    a = transfer_analysis(labels, original, seed=7, **kw)
+    b = transfer_analysis(labels, original, seed=7, **kw)
+    c = transfer_analysis(labels, original, seed=8, **kw)
     pd.testing.assert_frame_equal(a.to_frame(), b.to_frame())
     assert not a.to_frame().equals(c.to_frame())
     for cond in a.conditions:
@@ -164,8 +166,8 @@ def test_bootstrap_interval_coverage_in_a_seeded_simulation():
     covered = []
     for s in range(sims):
         labels = (rng.random((m, m, n)) >= p).astype(int)  # label 0 (= the original) w.p. p
-        e = transfer_analysis(labels, np.zeros((m, n), int), n_boot=300, confidence=0.9,
-                              seed=s).overall.matrix
+        e = transfer_analysis(labels, np.zeros((m, n), int), interval="bootstrap", n_boot=300,
+                              confidence=0.9, seed=s).overall.matrix
         covered.append(((e.lo <= p) & (p <= e.hi))[off])
     assert 0.86 <= np.mean(covered) <= 0.94
 
@@ -177,6 +179,129 @@ def test_percentile_interval_helpers():
     assert w.shape == (4, 7) and (w.sum(1) == 7).all()
     with pytest.raises(ValueError, match="confidence"):
         transfer.percentile_interval(np.ones((3,)), 1.5)
+
+
+# ----------------------------------------------------------------------------------------------
+# Small-sample intervals (the default) and trivial explanations
+# ----------------------------------------------------------------------------------------------
+
+
+def _loop_moments(hit, mask, cells):
+    """The mean of the cell rates over ``cells`` and its clip-level variance, written as loops."""
+    rates = {c: hit[c][mask[c]].mean() for c in cells if mask[c].any()}
+    n = {c: mask[c].sum() for c in rates}
+    value = sum(rates.values()) / len(rates)
+    clips = [i for i in range(hit.shape[-1]) if any(mask[c][i] for c in rates)]
+    u = [sum((hit[c][i] - rates[c]) / n[c] for c in rates if mask[c][i]) / len(rates) for i in clips]
+    var = len(clips) / (len(clips) - 1) * sum(v * v for v in u)
+    return value, var, len(clips), sum(n.values())
+
+
+def test_intervals_against_scipy_and_a_loop():
+    labels, original, true, valid = _random_task(7, m=3, n=25)
+    r = transfer_analysis(labels, original, valid=valid)
+    hit = labels == original[:, None, :]
+    for f in range(3):
+        for g in range(3):
+            n = int(valid[f].sum())
+            k = int(hit[f, g][valid[f]].sum())
+            ci = scipy.stats.binomtest(k, n).proportion_ci(0.95, method="exact")
+            np.testing.assert_allclose([r.overall.matrix.lo[f, g], r.overall.matrix.hi[f, g]], [ci.low, ci.high],
+                                       atol=1e-12)
+    mask = np.broadcast_to(valid[:, None, :], hit.shape)
+    off = [(f, g) for f in range(3) for g in range(3) if f != g]
+    groups = {"task_mean": [off], "outgoing": [[c for c in off if c[0] == f] for f in range(3)],
+              "incoming": [[c for c in off if c[1] == g] for g in range(3)]}
+    for kind, sets in groups.items():
+        e = getattr(r.overall, kind)
+        for j, cells in enumerate(sets):
+            value, var, clips, events = _loop_moments(hit, mask, cells)
+            lo, hi, _ = intervals.effective_n_interval(value, var, clips, events)
+            got = [np.ravel(a)[j] for a in (e.value, e.lo, e.hi, e.n)]
+            np.testing.assert_allclose(got, [value, lo, hi, events], rtol=1e-12)
+    assert r.overall.matrix.method == "clopper_pearson" and r.overall.incoming.method == "korn_graubard"
+
+
+def test_clip_variance_agrees_with_the_jackknife():
+    # the linearised variance of a mean of cell rates is the jackknife's to first order
+    rng = np.random.default_rng(8)
+    m, n = 4, 400
+    difficulty = rng.standard_normal(n)
+    hit = rng.random((m, m, n)) < 1 / (1 + np.exp(-(1.0 + difficulty)))
+    mask = np.broadcast_to(rng.random((m, 1, n)) < 0.9, hit.shape)
+    n_cell = mask.sum(-1)
+    value, var, _, _ = transfer._aggregate_moments(hit, mask, n_cell, (hit & mask).sum(-1) / n_cell)
+    keep = ~np.eye(n, dtype=bool)
+    loo = np.stack([transfer._aggregate_moments(hit[..., k], mask[..., k], mask[..., k].sum(-1),
+                                                (hit & mask)[..., k].sum(-1) / mask[..., k].sum(-1))[0]
+                    for k in keep])
+    jack = (n - 1) / n * ((loo - loo.mean(0)) ** 2).sum(0)
+    np.testing.assert_allclose(var, jack, rtol=0.03)
+
+
+def test_rate_estimates_take_batch_axes():
+    tasks = [_random_task(s, m=3, n=20) for s in range(3)]
+    hit = np.stack([lab == orig[:, None, :] for lab, orig, _, _ in tasks])
+    mask = np.stack([np.broadcast_to(v[:, None, :], (3, 3, 20)) for _, _, _, v in tasks])
+    batched = transfer.rate_estimates(hit, mask, interval="wilson")
+    for b, (lab, orig, _, v) in enumerate(tasks):
+        one = transfer_analysis(lab, orig, valid=v, interval="wilson").overall
+        for got, want in zip(batched, one):
+            for a, w in zip(got[:4], want[:4]):
+                np.testing.assert_allclose(np.asarray(a)[b], w)
+            assert got.method == want.method
+    assert batched.matrix.method == "wilson" and batched.task_mean.method == "wilson_effective_n"
+    with pytest.raises(ValueError, match="clopper_pearson"):
+        transfer.rate_estimates(hit, mask, interval="bootstrap")
+    with pytest.raises(ValueError, match="unknown interval"):
+        transfer_analysis(*tasks[0][:2], interval="exact")
+
+
+def test_a_full_cell_is_not_certain():
+    # 12 of 12: the percentile bootstrap said [1, 1]; the exact interval does not
+    labels = np.zeros((3, 3, 12), int)
+    r = transfer_analysis(labels, np.zeros((3, 12), int))
+    np.testing.assert_allclose(r.overall.matrix.lo, 0.025 ** (1 / 12))
+    assert 0.6 < float(r.overall.task_mean.lo) < 0.74 and float(r.overall.task_mean.hi) == 1.0
+    boot = transfer_analysis(labels, np.zeros((3, 12), int), interval="bootstrap", n_boot=200)
+    assert (boot.overall.matrix.lo == 1.0).all() and boot.overall.matrix.method == "percentile_bootstrap"
+
+
+def test_trivial_clips_are_not_sources_by_default():
+    labels, original, true, valid = _random_task(9, m=3, n=40)
+    trivial = np.random.default_rng(9).random((3, 40)) < 0.25
+    empty = np.array([2, 0, 1])
+    r = transfer_analysis(labels, original, valid=valid, true=true, trivial=trivial, empty=empty)
+    plain = transfer_analysis(labels, original, valid=valid & ~trivial, true=true)
+    pd.testing.assert_frame_equal(r.to_frame(), plain.to_frame())
+    both = transfer_analysis(labels, original, valid=valid, true=true, trivial=trivial, empty=empty,
+                             include_trivial=True)
+    pd.testing.assert_frame_equal(both.to_frame(), transfer_analysis(labels, original, valid=valid,
+                                                                     true=true).to_frame())
+    counts = (trivial & valid).sum(1)
+    names = ["lo", "mid", "hi"]
+    models = r.models_frame(names)
+    assert models.trivial.tolist() == counts.tolist() and models.silence_label.tolist() == ["hi", "lo", "mid"]
+    assert models.signals.tolist() == (valid & ~trivial).sum(1).tolist() and not models.trivial_counted.any()
+    assert both.models_frame().trivial_counted.all() and both.models_frame().signals.tolist() == valid.sum(1).tolist()
+    pairs = r.pairs_frame()
+    assert pairs.source_trivial.tolist() == np.repeat(counts, 3).tolist()
+    assert pairs.source_silence_label.tolist() == np.repeat(empty, 3).tolist()
+    task = r.task_frame(names)
+    assert task.trivial.tolist() == [counts.sum()] * 3 and (task.interval == "korn_graubard").all()
+    assert task.trivial_by_model[0] == "; ".join(
+        f"model_{k}: {counts[k]} (silence -> {names[empty[k]]})" for k in range(3))
+    fe = flat_earthers(r)
+    assert fe.trivial.tolist() == counts.tolist() and fe.empty_label.tolist() == empty.tolist()
+    # without empty labels the silence label is unknown, not made up
+    assert r.inputs.silence_labels() == [2, 0, 1]
+    assert transfer_analysis(labels, original).pairs_frame().source_silence_label.isna().all()
+    with pytest.raises(LabelArrayError, match="every valid sufficient signal is trivial"):
+        transfer_analysis(labels, original, trivial=np.ones((3, 40), bool))
+    with pytest.raises(LabelArrayError, match="trivial has shape"):
+        transfer_analysis(labels, original, trivial=trivial[:2])
+    with pytest.raises(LabelArrayError, match="empty.*outside the label range"):
+        transfer_analysis(labels, original, empty=[0, 1, 7], num_classes=3)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -194,7 +319,7 @@ def test_frames_are_tidy_and_match_the_arrays():
     assert cell.rate == r.given_agree.matrix.value[1, 2] and cell.n == r.given_agree.matrix.n[1, 2]
     pairs = r.pairs_frame()
     assert len(pairs) == 9 and pairs.self.sum() == 3
-    assert {"rate", "lo", "hi", "n", "agree_rate", "correct_hi", "correct_n"} <= set(pairs)
+    assert {"rate", "lo", "hi", "n", "agree_rate", "correct_hi", "correct_n", "interval"} <= set(pairs)
     np.testing.assert_allclose(pairs.rate.to_numpy().reshape(3, 3), r.matrix)
     models = r.models_frame()
     assert models.model.tolist() == ["x", "y", "z"]
@@ -342,7 +467,3 @@ def test_bad_input_raises_clear_errors():
         flat_earthers(transfer_analysis(labels, original, n_boot=0), empty=[0, 1])
     with pytest.raises(ValueError, match="unknown condition"):
         transfer.condition_mask(original, valid, condition="both")
-
-
-def test_docstring_examples():
-    assert doctest.testmod(transfer, optionflags=doctest.NORMALIZE_WHITESPACE).failed == 0

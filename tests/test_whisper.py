@@ -7,12 +7,13 @@ torch = pytest.importorskip("torch")
 
 from converters import hf_whisper  # noqa: E402
 from jsuff.models.whisper import Whisper, WhisperConfig  # noqa: E402
-from tests.hf_tiny import (  # noqa: E402
+from tests.helpers.hf import (  # noqa: E402
     assert_bad_folder_refused,
     assert_batch_vmap_loop_agree,
     assert_defaults_match,
     assert_hidden_states_agree,
     assert_logits_agree,
+    assert_old_attention_names_load,
     builder,
     convert_bin_folder,
     convert_without_defaults,
@@ -142,3 +143,7 @@ BAD = {
 @pytest.mark.parametrize("kind", sorted(BAD))
 def test_bad_checkpoint_is_named_and_nothing_written(build, tmp_path, kind):
     assert_bad_folder_refused(build("base")[2], tmp_path, *BAD[kind], arch="whisper")
+
+
+def test_directories_saved_with_the_old_attention_names_load(build, tmp_path):
+    assert_old_attention_names_load(build("base")[3], tmp_path)

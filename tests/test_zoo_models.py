@@ -7,7 +7,7 @@ import pytest
 
 from jsuff.app.cli import main
 from jsuff.models.base import fit_length
-from jsuff.app.study import predict_logits
+from jsuff.app.devices import predict_logits
 from jsuff.app.zoo import ZOO, ZOO_DIR, load_zoo, make_dataset, read_zoo_json, zoo_accuracy
 
 # Accuracy on 10 fresh clips per class may fall below the 20-per-class figure by chance; 0.15

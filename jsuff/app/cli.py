@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+__all__ = ["build_parser", "main", "UsageError"]
 
 
 def _add_models(sub: argparse._SubParsersAction) -> None:
@@ -30,10 +33,12 @@ def _cmd_models(args: argparse.Namespace) -> int:
         convs = {}
     else:
         convs = supported()
-    width = max([len(n) for n in archs] + [4])
+    width = max([len(n) for n in archs] + [len("architecture")])
+    print(f"{'architecture':<{width}}  {'convert':<7}  description")
     for name, a in archs.items():
-        mark = "convert" if name in convs else "       "
-        print(f"{name:<{width}}  {mark}  {a.description}")
+        mark = "yes" if name in convs else "no"
+        print(f"{name:<{width}}  {mark:<7}  {a.description}")
+    print(f"\nconvert: yes = `jsuff convert SRC --arch NAME` turns its PyTorch checkpoints into a jsuff model")
     return 0
 
 
@@ -42,23 +47,51 @@ def _add_study(sub: argparse._SubParsersAction) -> None:
     p.add_argument("config", help="study TOML file")
     p.add_argument("--out", help="output directory (default: the config's 'out')")
     p.add_argument("--resume", action="store_true", help="continue a killed run in --out")
-    p.add_argument("--quiet", action="store_true", help="no progress bar or log lines")
-    p.add_argument("--devices", type=int, help="use the first N devices (default: all)")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress: by default a bar on a terminal, else a line with done/total and an ETA "
+                        "at most every 30 s (through logging when it is set up for INFO, else on stderr)")
+    p.add_argument("--devices", type=int, help="use the first N devices of each process (default: all)")
     p.add_argument("--no-report", action="store_true", help="skip writing the HTML report")
+    d = p.add_argument_group(
+        "several processes (docs/distributed.md)",
+        "Run one study with N processes, on one host or many: start every process with the same config, "
+        "--out (a folder all of them see) and --coordinator, each with its own --process-id. Units are "
+        "shared out; process 0 reads the data and writes the tables and the report.",
+    )
+    d.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address for jax.distributed")
+    d.add_argument("--num-processes", type=_positive, metavar="N", help="how many processes run the study")
+    d.add_argument("--process-id", type=_count, metavar="I", help="this process's index, 0..N-1")
+    d.add_argument("--distributed", action="store_true",
+                   help="join the processes that jax.distributed detects by itself (SLURM, Open MPI, a TPU pod slice)")
+    d.add_argument("--heartbeat-timeout", type=_positive, default=100, metavar="S",
+                   help="seconds after which a silent process counts as dead and the others stop (default: %(default)s)")
     p.set_defaults(func=_cmd_study)
 
 
 def _cmd_study(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from jsuff.app.report import summary_text, write_report
+    from jsuff.app.distributed import SINGLE, connect
+
+    processes = SINGLE
+    if args.distributed or args.coordinator or args.num_processes is not None or args.process_id is not None:
+        # first: jax.distributed must be joined before JAX is used
+        processes = connect(args.coordinator, args.num_processes, args.process_id,
+                            heartbeat_timeout=args.heartbeat_timeout)
+
+    from jsuff.app.report import ONE_MODEL_NOTE, summary_text, write_report
     from jsuff.app.study import load_config, run_study
 
     cfg = load_config(args.config)
     if args.devices is not None:
         cfg = dataclasses.replace(cfg, devices=args.devices)
     out = args.out or cfg.out
-    run_study(cfg, out, resume=args.resume, quiet=True if args.quiet else None)
+    if len(cfg.models) < 2 and processes.leader:
+        print(f"jsuff: note: {ONE_MODEL_NOTE.format(name=cfg.models[0].name)}", file=sys.stderr)
+    run_study(cfg, out, resume=args.resume, quiet=True if args.quiet else None, processes=processes)
+    if not processes.leader:  # process 0 prints the summary and writes the report
+        print(f"process {processes.index} of {processes.count}: done")
+        return 0
     print(summary_text(out))
     if not args.no_report:
         print(f"report: {write_report(out)}")
@@ -66,9 +99,21 @@ def _cmd_study(args: argparse.Namespace) -> int:
 
 
 def _add_report(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("report", help="write figures, WAVs and an HTML page for a study directory")
-    p.add_argument("study_dir")
-    p.add_argument("--max-clips", type=int, default=6, help="clips to show per model")
+    from jsuff.app.report import MAX_CLIPS_PER_MODEL
+
+    p = sub.add_parser(
+        "report",
+        help="write the HTML report of a finished study (DIR/report/index.html)",
+        description="Write DIR/report/: index.html (settings, versions, tables with every column defined, "
+        "figures, every clip, and per model the first --max-clips clips to listen to), a page per model "
+        "and per clip, the figures and the WAV files. The folder is self-contained: copy or zip it whole.",
+    )
+    p.add_argument("study_dir", metavar="DIR", help="a study's output directory (the --out of `jsuff study`)")
+    p.add_argument(
+        "--max-clips", type=_count, default=MAX_CLIPS_PER_MODEL, metavar="N",
+        help="clips per model shown, with a figure each, on the index page (default: %(default)s); "
+        "every clip is still listed and playable on the model's and the clip's pages",
+    )
     p.set_defaults(func=_cmd_report)
 
 
@@ -79,46 +124,178 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _count(text: str) -> int:
+    """An argparse type: an integer >= 0."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {v}")
+    return v
+
+
+def _positive(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    v = _count(text)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {v}")
+    return v
+
+
+# What a grid cell is called in each domain, for the summary line.
+_CELLS = {"rfft": "bins", "stft": "tiles", "time": "segments"}
+
+
+class UsageError(ValueError):
+    """A command line that cannot be carried out as given; the message says why and what to do."""
+
+
 def _add_explain(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("explain", help="explain one model's label on one clip (figure, WAV, JSON)")
-    p.add_argument("model", help="a jsuff model directory")
+    from jsuff.domains import DOMAINS
+    from jsuff.extract import MODES, ExtractConfig
+    from jsuff.search import SearchConfig
+
+    search, extract = SearchConfig(), ExtractConfig()
+    p = sub.add_parser(
+        "explain",
+        help="explain one model's label on one clip (summary, figure, WAV, JSON)",
+        description="Find a minimal sufficient signal for MODEL's label on AUDIO and write it to --out: "
+        "sufficient.wav, explanation.png, summary.json and arrays.npz. Prints a short summary (--json: "
+        "the summary as JSON). The options are named as the keys of a study's TOML config.",
+    )
+    p.add_argument("model", help="a jsuff model directory (see `jsuff convert`)")
     p.add_argument("audio", help="an audio file")
-    p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--domain", default="rfft", choices=["rfft", "stft", "time"])
-    p.add_argument("--iters", type=int, default=20)
-    p.add_argument("--depth", type=int, default=10)
-    p.add_argument("--min-box", type=int, default=10)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", metavar="DIR", help="output folder: new or empty (else see --overwrite); required "
+                   "unless --estimate")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into a non-empty --out, replacing the explanation files there")
+    p.add_argument("--domain", default="rfft", choices=list(DOMAINS),
+                   help="the grid the signal is made of, with its default settings (default: %(default)s)")
+    p.add_argument("--iters", type=_positive, default=search.iters, metavar="N",
+                   help="random partition trees of the search (default: %(default)s)")
+    p.add_argument("--tree-depth", "--depth", dest="tree_depth", type=_count, default=search.tree_depth, metavar="N",
+                   help="deepest box depth refined (default: %(default)s)")
+    p.add_argument("--min-box-size", "--min-box", dest="min_box_size", type=_positive, default=search.min_box_size,
+                   metavar="N", help="a box with fewer cells is not split (default: %(default)s)")
+    p.add_argument("--mode", default=extract.mode, choices=list(MODES),
+                   help="which set to extract from the responsibility map (default: %(default)s)")
+    p.add_argument("--target", metavar="LABEL",
+                   help="the label to explain, by name or index (default: the model's label on the clip)")
+    p.add_argument("--seed", type=_count, default=0, metavar="N", help="seed of the search (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON instead of text")
+    p.add_argument("--estimate", action="store_true",
+                   help="only say what the explanation would cost (grid, model queries, time from a short "
+                        "calibration) and stop")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress: by default the cost before the run, then lines with done/total and an ETA "
+                        "(through logging when it is set up for INFO, else on stderr)")
     p.set_defaults(func=_cmd_explain)
 
 
+def _check_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file, not a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise UsageError(
+            f"--out {out} is not empty; pass --overwrite to write the explanation into it (its explanation "
+            "files are replaced, other files are left alone) or choose a new folder"
+        )
+
+
+def _target_index(target: str | None, labels: Sequence[str]) -> int | None:
+    if target is None:
+        return None
+    if target in labels:
+        return list(labels).index(target)
+    if target.isdigit() and int(target) < len(labels):
+        return int(target)
+    raise UsageError(f"--target {target!r} is not one of the model's labels: {', '.join(labels)} (or 0..{len(labels) - 1})")
+
+
+def _cli_warning(message: Warning | str, *args: object, **kwargs: object) -> None:
+    """``warnings.showwarning`` for the CLI: one line on stderr."""
+    print(f"jsuff: warning: {message}", file=sys.stderr, flush=True)
+
+
 def _cmd_explain(args: argparse.Namespace) -> int:
-    import json
-    from pathlib import Path
+    import dataclasses
+    import warnings
 
-    import jax
+    import numpy as np
 
+    from jsuff._files import atomic_write, write_json
+    from jsuff.app.report import clip_figure
     from jsuff.audio import load_audio
+    from jsuff.cost import CostWarning, estimate_cost
     from jsuff.domains import get_domain
     from jsuff.explain import explain
     from jsuff.models import load_model
-    from jsuff.app.report import clip_figure
     from jsuff.search import SearchConfig
 
+    if args.out is None and not args.estimate:
+        raise UsageError("--out DIR is required (or --estimate, to see the cost and stop)")
+    out = Path(args.out) if args.out is not None else None
+    if out is not None and not args.estimate:
+        _check_out(out, args.overwrite)  # before minutes of work
     model = load_model(args.model)
+    target = _target_index(args.target, model.labels)
     x, _ = load_audio(args.audio, model.sample_rate)
-    x = model.prepare(x)
-    cfg = SearchConfig(iters=args.iters, tree_depth=args.depth, min_box_size=args.min_box)
-    e = explain(model.apply, model.params, x, domain=get_domain(args.domain), config=cfg, key=jax.random.key(args.seed))
-    out = Path(args.out)
+    x = model.prepare(x)  # what explain(model, x) explains; the figure shows it
+    domain = get_domain(args.domain)
+    cfg = SearchConfig(iters=args.iters, tree_depth=args.tree_depth, min_box_size=args.min_box_size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", CostWarning)
+        warnings.showwarning = _cli_warning  # a grid far larger than usual: said before the run
+        if args.estimate:
+            cost = estimate_cost(model, x, domain=domain, config=cfg, extract=args.mode)
+            print(json.dumps(dataclasses.asdict(cost), indent=2) if args.json else cost.describe())
+            return 0
+        e = explain(model, x, domain=domain, config=cfg, extract=args.mode, key=args.seed, target=target,
+                    quiet=True if args.quiet else False)
     e.save(out, model.sample_rate)
     label = model.labels[int(e.target)]
-    png = clip_figure(x, e.mask, e.responsibility, model.sample_rate, f"{Path(args.audio).name} -> {label}")
-    (out / "explanation.png").write_bytes(png)
-    summary = e.summary()
-    summary["label"] = label
-    print(json.dumps(summary, indent=2, default=str))
+    png = clip_figure(x, e.mask, e.responsibility, model.sample_rate, f"{Path(args.audio).name} -> {label}", domain=domain)
+    atomic_write(out / "explanation.png", lambda f: f.write(png))
+    summary = {
+        **json.loads((out / "summary.json").read_text()),
+        "label": label,
+        "audio": str(Path(args.audio).resolve()),
+        "model": str(Path(args.model).resolve()),
+    }
+    write_json(out / "summary.json", summary)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    top = label if target is None else model.labels[int(np.argmax(np.asarray(model(x[None]))[0]))]
+    print(_explain_text(summary, model.labels, top, Path(args.audio).name, out))
     return 0
+
+
+def _explain_text(s: dict, labels: Sequence[str], top: str, audio: str, out: Path) -> str:
+    """The few lines ``jsuff explain`` prints about a summary (``--json`` prints it all)."""
+    cells = math.prod(s["grid_shape"])
+    unit = _CELLS.get(s["settings"]["domain"]["name"], "cells")
+    said = f"{audio}: the model says {top!r}"
+    lines = [said + (f", explaining {s['label']!r}" if s["label"] != top else "")
+             + f" (its confidence {s['target_confidence']:.3f})"]
+    if s["empty_is_target"]:
+        lines.append(f"the empty signal (everything removed) already gets {s['label']!r}: the sufficient set is "
+                     "empty (a finding about the model, not an error)")
+    elif not s["found"]:
+        lines.append(f"no {s['mode']} set was found; the files hold the whole clip")
+    else:
+        k = len(s["removable_chunks"])
+        minimal = {True: "yes (certified)", False: f"no ({k} removable chunk{'s' * (k != 1)})", None: "not checked"}
+        lines.append(
+            f"{s['mode']} signal: {s['kept_cells']} of {cells} {unit} ({100 * s['size_fraction']:.2f}%), "
+            f"{100 * s['energy_fraction']:.1f}% of the energy"
+        )
+        lines.append(f"verified: {'yes' if s['verified'] else 'no'}; 1-minimal: {minimal[s['minimal']]}; "
+                     f"removing it changes the label: {'yes' if s['necessary'] else 'no'}")
+    lines.append(f"model calls: {s['queries']}")
+    lines.append(f"wrote {out}/: sufficient.wav, explanation.png, summary.json (--json prints it), arrays.npz")
+    return "\n".join(lines)
 
 
 def _add_convert(sub: argparse._SubParsersAction) -> None:
@@ -130,7 +307,8 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", required=True, help="model directory to write (atomically)")
     p.add_argument("--arch", help="architecture, when it cannot be recognised from src (see `jsuff models`)")
-    p.add_argument("--config", help="JSON config file for the architecture")
+    p.add_argument("--config", help="JSON config file for the architecture; with a Hugging Face config.json, SRC may "
+                   "be a bare state dict (.pth/.bin/.safetensors) instead of a model folder")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=_cmd_convert)
 
@@ -138,6 +316,8 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
 def _cmd_convert(args: argparse.Namespace) -> int:
     from converters import convert
 
+    if Path(args.out).exists() and not args.overwrite:  # before the conversion's work, in the CLI's words
+        raise UsageError(f"{args.out} already exists (pass --overwrite to replace it)")
     model = convert(args.src, args.out, arch=args.arch, config=args.config, overwrite=args.overwrite)
     print(f"wrote {args.out}: {model.arch}, {model.num_classes} labels, {model.sample_rate} Hz")
     return 0
@@ -370,10 +550,24 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
 ]
 
 
+class _Version(argparse.Action):
+    """``--version``: one unwrapped line (argparse's own action wraps it at the terminal width)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kw: object):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kw)  # type: ignore[arg-type]
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        from jsuff.app.versions import versions_line
+
+        print(versions_line())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jsuff", description="Minimal sufficient signals for audio classifiers."
     )
+    parser.add_argument("--version", action=_Version, help="print the versions of jsuff, JAX, Flax and Python, then exit")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in _COMMANDS:
         add(sub)
@@ -383,11 +577,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     from jsuff.models.base import ModelError
 
-    from jsuff.app.study import StudyError
+    from jsuff.app.config import StudyError
 
     from jsuff._files import WriteError
 
-    expected: tuple[type[BaseException], ...] = (ModelError, StudyError, WriteError)
+    expected: tuple[type[BaseException], ...] = (ModelError, StudyError, WriteError, UsageError)
     try:
         from jsuff.audio import AudioError
 

@@ -18,8 +18,8 @@ larger share), and compiling the search for four models takes a minute or two of
 a 2-core CPU; :data:`QUICK` is a smoke test (mostly compilation).
 
 Example:
-    >>> summary = run_demo("runs/demo")  # doctest: +SKIP
-    >>> print(summary.text)  # doctest: +SKIP
+    >>> summary = run_demo("runs/demo")  # minutes of work (make demo runs it)  # doctest: +SKIP
+    >>> print(summary.text)  # the tables it prints  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -35,6 +35,17 @@ from jsuff.search import SearchConfig
 from jsuff.app.study import DataConfig, ModelSpec, StudyConfig, StudyError, run_study
 from jsuff.app.zoo.data import make_dataset, write_dataset
 from jsuff.app.zoo.registry import DATA_SEED, DURATION, SAMPLE_RATE, ZOO, ZOO_DIR, read_zoo_json
+
+__all__ = [
+    "DemoSettings",
+    "DemoSummary",
+    "FULL",
+    "QUICK",
+    "TASK",
+    "demo_config",
+    "run_demo",
+    "write_test_clips",
+]
 
 TASK = "generated-music"
 

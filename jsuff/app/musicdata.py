@@ -68,6 +68,39 @@ from jsuff._files import write_text
 from jsuff.audio import AudioError, load_audio, resample, write_wav
 from jsuff.labels import LabelView, resolve_views
 
+__all__ = [
+    "DEFAULT_PACKAGES",
+    "DOC_ROOT",
+    "DPKG_ROOT",
+    "GENRE_CLASSES",
+    "GENRE_MODELS",
+    "GENRE_TAGS",
+    "GenreCheck",
+    "MANIFEST_FIELDS",
+    "MusicDataError",
+    "PEAK_LIMIT",
+    "SAMPLE_RATE",
+    "SILENCE_DBFS",
+    "SOURCES",
+    "Source",
+    "Track",
+    "build_excerpts",
+    "check_excerpt",
+    "check_models",
+    "describe_sources",
+    "find_tracks",
+    "genre_view",
+    "genre_view_toml",
+    "installed_packages",
+    "main",
+    "normalise",
+    "package_files",
+    "plan_offsets",
+    "read_excerpt",
+    "read_manifest",
+    "rms_dbfs",
+]
+
 SAMPLE_RATE = 16000
 DPKG_ROOT = Path("/var/lib/dpkg")
 DOC_ROOT = Path("/usr/share/doc")

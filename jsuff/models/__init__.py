@@ -1,9 +1,8 @@
-"""Model contract and the ported families (one file per family; each registers itself)."""
-
-import importlib as _importlib
-import pkgutil as _pkgutil
+"""Model contract and the ported families (one file per family; each registers itself when
+:func:`get_architecture` first needs it, see :data:`ARCHITECTURE_MODULES`)."""
 
 from jsuff.models.base import (
+    ARCHITECTURE_MODULES,
     Architecture,
     InputPolicy,
     Model,
@@ -19,6 +18,7 @@ from jsuff.models.base import (
 )
 
 __all__ = [
+    "ARCHITECTURE_MODULES",
     "Architecture",
     "InputPolicy",
     "Model",
@@ -32,8 +32,3 @@ __all__ = [
     "register",
     "save_model",
 ]
-
-# Every family module registers its architectures when imported.
-for _info in _pkgutil.iter_modules(__path__):
-    if _info.name != "base" and not _info.name.startswith("_"):
-        _importlib.import_module(f"{__name__}.{_info.name}")

@@ -30,6 +30,8 @@ from flax import nnx
 from jsuff.models.base import Model, ModelError, get_architecture
 from jsuff.models.logmel import mel_filter_bank
 
+__all__ = ["VAD_LABELS", "frames_fn", "mel_filters", "module_of", "sliding_min", "speech_logits"]
+
 VAD_LABELS = ("no_speech", "speech")
 
 

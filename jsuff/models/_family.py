@@ -1,8 +1,10 @@
-"""Helpers the family modules share (AASIST, RawNet2, mel-CNN and the detector ports).
+"""Helpers every family module shares.
 
-* :func:`parse_config`: frozen, hashable config dataclasses from the JSON dicts that
-  ``model.json`` and converters carry, with every missing and unknown key named at once;
-  :func:`config_to_json` the way back, every field written out (defaults included);
+* :func:`parse_config`: the one config parser. Frozen, hashable config dataclasses from the JSON
+  dicts that ``model.json`` and converters carry, with every missing and unknown key named at
+  once; :func:`config_to_json` the way back, every field written out (defaults included);
+* :class:`FamilyConfig`: the mixin every family's config dataclass inherits, so that each one is
+  read, written and asked for its input policy the same way;
 * :func:`init_rngs`: a cheap-to-compile PRNG for random initialisation.
 
 Example:
@@ -19,13 +21,15 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jsuff.models.base import ModelError
+from jsuff.models.base import InputPolicy, ModelError
+
+__all__ = ["FamilyConfig", "config_to_json", "init_rngs", "parse_config"]
 
 T = TypeVar("T")
 
@@ -77,8 +81,50 @@ def parse_config(cls: type[T], config: Mapping[str, Any], *, arch: str, ignored:
         raise ModelError("\n".join(parts))
     try:
         return cls(**{k: _frozen(v) for k, v in config.items() if k in fields})
+    except ModelError:
+        raise  # the dataclass's own checks already name the family
     except (TypeError, ValueError) as e:
         raise ModelError(f"{arch} config is invalid: {e}") from None
+
+
+class FamilyConfig:
+    """Mixin for the families' frozen config dataclasses: one way to and from ``model.json``.
+
+    A subclass sets ``family`` (the name its error messages use) and, when ``model.json`` may carry
+    keys that mean nothing to it, ``ignored_keys``; it overrides :meth:`input_policy` when the
+    model wants a fixed input length.
+
+    Example:
+        >>> @dataclasses.dataclass(frozen=True)
+        ... class C(FamilyConfig):
+        ...     family = "toy"
+        ...     width: int = 2
+        >>> C.from_mapping({"width": 3}).to_json()
+        {'width': 3}
+        >>> C.from_mapping({"depth": 3})
+        Traceback (most recent call last):
+        ...
+        jsuff.models.base.ModelError: toy config does not fit the architecture:
+          unknown keys: depth (known: width)
+    """
+
+    family: ClassVar[str] = "model"
+    ignored_keys: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def from_mapping(cls, config: Mapping[str, Any] | Self) -> Self:
+        """Parse a config dict with :func:`parse_config` (an instance is returned as is)."""
+        if isinstance(config, cls):
+            return config
+        return parse_config(cls, config, arch=cls.family, ignored=cls.ignored_keys)
+
+    def to_json(self) -> dict[str, Any]:
+        """Every field, defaults included (what ``model.json`` stores)."""
+        return config_to_json(self)
+
+    def input_policy(self) -> InputPolicy:
+        """How clips are fitted to the model's input: any length unless the family says otherwise."""
+        return InputPolicy()
 
 
 def init_rngs(rngs: nnx.Rngs) -> nnx.Rngs:

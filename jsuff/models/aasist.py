@@ -55,16 +55,28 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jsuff.models._family import config_to_json, init_rngs, parse_config
+from jsuff.models._family import FamilyConfig, init_rngs
 from jsuff.models.base import Architecture, InputPolicy, register
 from jsuff.models.sinc import mel_sinc_filters, odd_kernel_size, sinc_conv
+
+__all__ = [
+    "ARCH",
+    "LABELS",
+    "Aasist",
+    "AasistConfig",
+    "build",
+    "GraphAttention",
+    "GraphPool",
+    "HeteroGraphAttention",
+    "ResidualBlock2d",
+]
 
 ARCH = "aasist"
 LABELS = ("spoof", "bonafide")
@@ -74,7 +86,7 @@ _BN = {"epsilon": 1e-5, "momentum": 0.9}
 
 
 @dataclasses.dataclass(frozen=True)
-class AasistConfig:
+class AasistConfig(FamilyConfig):
     """The published AASIST model config (``model_config`` of ``AASIST.conf``/``AASIST-L.conf``).
 
     Attributes:
@@ -87,6 +99,9 @@ class AasistConfig:
         sample_rate: the rate the sinc band edges refer to.
         nb_classes: output classes (2 in every published model).
     """
+
+    family: ClassVar[str] = ARCH
+    ignored_keys: ClassVar[tuple[str, ...]] = ("architecture",)
 
     filts: tuple
     gat_dims: tuple[int, int]
@@ -121,13 +136,7 @@ class AasistConfig:
         if len(self.temperatures) < 3 or not all(t > 0 for t in self.temperatures[:3]):
             raise ValueError(f"temperatures needs 3 positive values, got {self.temperatures}")
 
-    @classmethod
-    def from_mapping(cls, config: Mapping[str, Any]) -> AasistConfig:
-        return parse_config(cls, config, arch=ARCH, ignored=("architecture",))
 
-    def to_json(self) -> dict[str, Any]:
-        """Every field, defaults included (what ``model.json`` stores)."""
-        return config_to_json(self)
 
     @property
     def spectral_nodes(self) -> int:

@@ -31,14 +31,15 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jsuff.models._transformer import DictConfig, PreNormBlock, layer_norm, random_normal
-from jsuff.models.base import Architecture, InputPolicy, ModelError, register
+from jsuff.models._family import FamilyConfig
+from jsuff.models._transformer import ATTENTION_RENAMED, PreNormBlock, layer_norm, random_normal
+from jsuff.models.base import Architecture, ModelError, register
 from jsuff.models.fbank import FbankConfig, kaldi_fbank
 from jsuff.models.logmel import pad_or_trim
 
@@ -46,7 +47,7 @@ __all__ = ["AST", "ASTConfig", "ast_features"]
 
 
 @dataclasses.dataclass(frozen=True)
-class ASTConfig(DictConfig):
+class ASTConfig(FamilyConfig):
     """An AST classifier: the ``ASTConfig`` fields jsuff uses plus the feature extractor's.
 
     Defaults are those of ``transformers.ASTConfig`` and ``ASTFeatureExtractor`` (the
@@ -60,6 +61,8 @@ class ASTConfig(DictConfig):
         sample_rate: the extractor's ``sampling_rate``.
         mean, std, do_normalize: the extractor's normalisation ``(x - mean) / (2 * std)``.
     """
+
+    family: ClassVar[str] = "ast"
 
     hidden_size: int = 768
     num_hidden_layers: int = 12
@@ -101,10 +104,6 @@ class ASTConfig(DictConfig):
         f = (self.num_mel_bins - self.patch_size) // self.frequency_stride + 1
         t = (self.max_length - self.patch_size) // self.time_stride + 1
         return f, t
-
-    @property
-    def input_policy(self) -> InputPolicy:
-        return InputPolicy(length=None)
 
 
 def ast_features(waveforms: jax.Array, config: ASTConfig) -> jax.Array:
@@ -188,7 +187,7 @@ class AST(nnx.Module):
 
 
 def _build(config: Mapping[str, Any], rngs: nnx.Rngs) -> AST:
-    return AST(ASTConfig.from_dict(config), rngs)
+    return AST(ASTConfig.from_mapping(config), rngs)
 
 
 register(
@@ -197,5 +196,6 @@ register(
         _build,
         "Audio Spectrogram Transformer classifier (HF ASTForAudioClassification), Kaldi fbank front end",
         "ast",
+        renamed=ATTENTION_RENAMED,
     )
 )

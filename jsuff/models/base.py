@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib
 import json
 import os
 import secrets
@@ -44,6 +45,40 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+
+from jsuff.evaluate import predict
+
+__all__ = [
+    "ARCHITECTURE_MODULES",
+    "CROP_MODES",
+    "FORMAT_VERSION",
+    "MODEL_JSON",
+    "PAD_MODES",
+    "PARAMS_DIR",
+    "abstract_state",
+    "ApplyFn",
+    "Architecture",
+    "architectures",
+    "build_model",
+    "check_finite",
+    "check_labels",
+    "check_params",
+    "expected_shapes",
+    "fit_length",
+    "flatten",
+    "get_architecture",
+    "InputPolicy",
+    "load_model",
+    "Model",
+    "ModelError",
+    "num_outputs",
+    "Params",
+    "register",
+    "save_model",
+    "sha256_file",
+    "unflatten_like",
+    "UnknownArchitectureError",
+]
 
 Params = Any
 ApplyFn = Callable[[Params, jax.Array], jax.Array]
@@ -66,8 +101,8 @@ class UnknownArchitectureError(ModelError):
 # Fitting a clip to the model's input length
 # ----------------------------------------------------------------------------------------------
 
-_PAD_MODES = ("zero", "repeat")
-_CROP_MODES = ("start", "center")
+PAD_MODES = ("zero", "repeat")
+CROP_MODES = ("start", "center")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,35 +113,45 @@ class InputPolicy:
         length: samples the model expects, or ``None`` when it takes any length.
         pad: ``"zero"`` appends zeros; ``"repeat"`` tiles the clip (AASIST's policy).
         crop: ``"start"`` keeps the first ``length`` samples; ``"center"`` the middle ones.
+        pads_internally: the model pads a shorter clip to ``length`` itself (Whisper's front end
+            pads every clip to 30 s), so callers leave it as it is: a clip is explained over its
+            own samples, not over the padding, and its sufficient signal is as long as the clip.
+            A longer clip is still cropped to ``length`` (the model hears no more).
     """
 
     length: int | None = None
     pad: str = "zero"
     crop: str = "start"
+    pads_internally: bool = False
 
     def __post_init__(self) -> None:
-        if self.pad not in _PAD_MODES:
-            raise ModelError(f"InputPolicy.pad must be one of {_PAD_MODES}, got {self.pad!r}")
-        if self.crop not in _CROP_MODES:
-            raise ModelError(f"InputPolicy.crop must be one of {_CROP_MODES}, got {self.crop!r}")
+        if self.pad not in PAD_MODES:
+            raise ModelError(f"InputPolicy.pad must be one of {PAD_MODES}, got {self.pad!r}")
+        if self.crop not in CROP_MODES:
+            raise ModelError(f"InputPolicy.crop must be one of {CROP_MODES}, got {self.crop!r}")
         if self.length is not None and self.length <= 0:
             raise ModelError(f"InputPolicy.length must be positive, got {self.length}")
+        if not isinstance(self.pads_internally, bool):
+            raise ModelError(f"InputPolicy.pads_internally must be true or false, got {self.pads_internally!r}")
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
 def fit_length(waveform: np.ndarray, policy: InputPolicy) -> np.ndarray:
-    """Fit the last axis of ``waveform`` to ``policy.length`` (no-op when it is ``None``).
+    """Fit the last axis of ``waveform`` to ``policy.length`` (no-op when it is ``None``, and for a
+    shorter clip when the model pads it itself).
 
     Example:
         >>> fit_length(np.arange(3.0), InputPolicy(length=7, pad="repeat")).tolist()
         [0.0, 1.0, 2.0, 0.0, 1.0, 2.0, 0.0]
+        >>> fit_length(np.arange(3.0), InputPolicy(length=7, pads_internally=True)).tolist()
+        [0.0, 1.0, 2.0]
     """
     x = np.asarray(waveform)
     n = policy.length
     t = x.shape[-1]
-    if n is None or t == n:
+    if n is None or t == n or (t < n and policy.pads_internally):
         return x
     if t == 0:
         raise ModelError("cannot fit an empty waveform to the model's input length")
@@ -191,18 +236,40 @@ class Model:
 
     def __call__(self, waveforms: jax.Array) -> jax.Array:
         """Logits for ``waveforms[B, T]`` (jitted; already at the model's rate and length)."""
-        return _jitted(self.apply)(self.params, jnp.asarray(waveforms, jnp.float32))
+        return predict(self.apply, self.params, waveforms)
+
+    def __repr__(self) -> str:
+        """One line: architecture, rate, labels (the first five, each cut to 24 characters), parameter
+        count, input policy (not the parameters: a DistilHuBERT-sized model has 1,809 lines of them).
+
+        Example:
+            >>> Model.from_function(lambda p, x: x, {"w": jnp.zeros((3, 4))}, sample_rate=16000,
+            ...                     labels=[f"c{i}" for i in range(12)], input=InputPolicy(64600, pad="repeat"))
+            Model(arch='function', sample_rate=16000, labels=12 ['c0', 'c1', 'c2', 'c3', 'c4', ...], params=12, input=64600 samples (pad repeat, crop start))
+        """
+        shown = ", ".join(repr(lbl if len(lbl) <= 24 else lbl[:23] + "~") for lbl in self.labels[:5])
+        shown += ", ..." if len(self.labels) > 5 else ""
+        return (f"Model(arch={self.arch!r}, sample_rate={self.sample_rate}, labels={len(self.labels)} [{shown}], "
+                f"params={_count(self.params)}, input={_policy_text(self.input)})")
+
+    __str__ = __repr__
 
 
-_JIT_CACHE: dict[int, Callable] = {}
+def _count(params: Params) -> str:
+    """Parameter count as people write it (12, 3.4k, 23.5M)."""
+    n = sum(int(np.size(leaf)) for leaf in jax.tree_util.tree_leaves(params))
+    for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if n >= div:
+            return f"{n / div:.1f}{unit}"
+    return str(n)
 
 
-def _jitted(fn: ApplyFn) -> Callable:
-    # One compiled function per apply function, so repeated calls reuse XLA's cache.
-    key = id(fn)
-    if key not in _JIT_CACHE:
-        _JIT_CACHE[key] = jax.jit(fn)
-    return _JIT_CACHE[key]
+def _policy_text(p: InputPolicy) -> str:
+    if p.length is None:
+        return "any length"
+    if p.pads_internally:
+        return f"up to {p.length} samples (shorter: padded by the model; longer: crop {p.crop})"
+    return f"{p.length} samples (pad {p.pad}, crop {p.crop})"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -220,15 +287,42 @@ class Architecture:
             ``__call__`` takes ``waveforms[B, T]`` and returns ``logits[B, C]``.
         description: one line for ``jsuff models``.
         family: the family file that defines it (``wav2vec2``, ``aasist`` ...).
+        renamed: ``(old, new)`` parameter-path renames (``"attn/query"`` -> ``"attn/q_proj"``)
+            made after directories of this architecture were saved; :func:`load_model` reads a
+            directory with the old names through them.
     """
 
     name: str
     build: Callable[[Mapping[str, Any], nnx.Rngs], nnx.Module]
     description: str = ""
     family: str = ""
+    renamed: tuple[tuple[str, str], ...] = ()
 
 
 _REGISTRY: dict[str, Architecture] = {}
+
+#: Every architecture jsuff ships, and the family module under ``jsuff.models`` that registers it
+#: (its :attr:`Architecture.family`). :func:`get_architecture` imports only the module it needs, so
+#: loading one model does not import every family. A new family adds its names here
+#: (``tests/test_models_base.py`` checks this table against the family modules).
+ARCHITECTURE_MODULES: dict[str, str] = {
+    "aasist": "aasist",
+    "ast": "ast",
+    "bandpower": "toy",
+    "crepe": "crepe",
+    "data2vec_audio": "data2vec_audio",
+    "hubert": "wav2vec2",
+    "javad": "javad",
+    "melcnn": "melcnn",
+    "musicnn": "musicnn",
+    "musicnn_vgg": "musicnn",
+    "pulsevad": "pulsevad",
+    "rawnet2": "rawnet2",
+    "silero_vad": "silero",
+    "wav2vec2": "wav2vec2",
+    "wavlm": "wavlm",
+    "whisper": "whisper",
+}
 
 
 def register(arch: Architecture) -> Architecture:
@@ -240,19 +334,25 @@ def register(arch: Architecture) -> Architecture:
 
 
 def architectures() -> dict[str, Architecture]:
-    """All registered architectures by name."""
-    import jsuff.models  # noqa: F401  (imports every family so they register)
-
+    """All architectures by name: every family of :data:`ARCHITECTURE_MODULES` (imported here)
+    and any other registered one."""
+    for module in sorted(set(ARCHITECTURE_MODULES.values())):
+        importlib.import_module(f"jsuff.models.{module}")
     return dict(sorted(_REGISTRY.items()))
 
 
 def get_architecture(name: str) -> Architecture:
-    archs = architectures()
-    if name not in archs:
-        raise UnknownArchitectureError(
-            f"unknown architecture {name!r}; supported: {', '.join(archs) or '(none)'}"
-        )
-    return archs[name]
+    """The architecture ``name``, importing its family module on first use.
+
+    Raises:
+        UnknownArchitectureError: no such architecture; the message lists the supported ones.
+    """
+    if name not in _REGISTRY and name in ARCHITECTURE_MODULES:
+        importlib.import_module(f"jsuff.models.{ARCHITECTURE_MODULES[name]}")
+    if name not in _REGISTRY:
+        supported = sorted(set(ARCHITECTURE_MODULES) | set(_REGISTRY))
+        raise UnknownArchitectureError(f"unknown architecture {name!r}; supported: {', '.join(supported)}")
+    return _REGISTRY[name]
 
 
 def abstract_state(arch: str, config: Mapping[str, Any]) -> nnx.State:
@@ -508,6 +608,45 @@ def save_model(model: Model, dest: str | os.PathLike, *, overwrite: bool = False
     return dest
 
 
+def _renamed_path(path: str, renamed: Sequence[tuple[str, str]]) -> str:
+    # Whole path segments only: "attn/out" renames ".../attn/out/kernel", not ".../attn/out_proj/...".
+    padded = f"/{path}/"
+    for old, new in renamed:
+        padded = padded.replace(f"/{old}/", f"/{new}/")
+    return padded[1:-1]
+
+
+def _restore(ckpt: Any, params_dir: Path, target: dict, renamed: Sequence[tuple[str, str]]) -> dict:
+    """The saved parameters laid out as ``target``; with ``renamed``, a directory saved under the
+    old parameter names is read as saved and its paths renamed."""
+    if renamed:
+        expected = flatten(target)
+        if set(flatten(dict(ckpt.metadata(params_dir).item_metadata))) != set(expected):
+            flat = {_renamed_path(k, renamed): v for k, v in flatten(ckpt.restore(params_dir)).items()}
+            check_params(expected, flat, what=f"parameters in {params_dir}")
+            return unflatten_like(flat, target)
+    return ckpt.restore(params_dir, target)
+
+
+def _checkpointer(ocp: Any) -> Any:
+    """orbax's checkpointer for reading a model directory in this process alone. Under
+    ``jax.distributed`` (a study shared by several processes) orbax would otherwise make every
+    process take part in each restore; here each process loads its models on its own."""
+    if jax.process_count() == 1:
+        return ocp.StandardCheckpointer()
+    only_me = ocp.options.MultiprocessingOptions(primary_host=None, active_processes={jax.process_index()})
+    return ocp.StandardCheckpointer(multiprocessing_options=only_me)
+
+
+def _this_process(target: dict) -> dict:
+    """``target`` placed on this process's first device when there are several processes (the
+    saved single-device sharding names a device another process may own)."""
+    if jax.process_count() == 1:
+        return target
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), target)
+
+
 def _read_meta(root: Path) -> dict[str, Any]:
     """``model.json`` of ``root``, with every field's type checked (the file is user input)."""
     meta_path = root / MODEL_JSON
@@ -546,6 +685,19 @@ def _read_meta(root: Path) -> dict[str, Any]:
     return meta
 
 
+def _declared_padding(module: nnx.Module, policy: InputPolicy, recorded: bool) -> InputPolicy:
+    """A directory saved before ``InputPolicy.pads_internally`` existed says nothing about it: take
+    the architecture's word (Whisper pads internally) when the recorded length is the one it
+    declares."""
+    declare = getattr(getattr(module, "config", None), "input_policy", None)
+    if recorded or declare is None:
+        return policy
+    declared = declare()
+    if declared.pads_internally and declared.length == policy.length:
+        return dataclasses.replace(policy, pads_internally=True)
+    return policy
+
+
 def load_model(path: str | os.PathLike) -> Model:
     """Load a model directory written by :func:`save_model` or ``jsuff convert``.
 
@@ -566,6 +718,7 @@ def load_model(path: str | os.PathLike) -> Model:
     except (TypeError, ModelError) as e:  # unknown keys, bad values
         raise ModelError(f"{meta_path}: bad 'input' {meta['input']!r}: {e}") from None
     module = nnx.eval_shape(lambda: spec.build(config, nnx.Rngs(0)))
+    policy = _declared_padding(module, policy, "pads_internally" in meta.get("input", {}))
     graphdef, state = nnx.split(module)
 
     def as_model(state: nnx.State) -> Model:
@@ -588,9 +741,11 @@ def load_model(path: str | os.PathLike) -> Model:
             stacklevel=2,
         )
     try:
-        ckpt = ocp.StandardCheckpointer()
-        restored = ckpt.restore(root / PARAMS_DIR, nnx.to_pure_dict(state))
+        ckpt = _checkpointer(ocp)
+        restored = _restore(ckpt, root / PARAMS_DIR, _this_process(nnx.to_pure_dict(state)), spec.renamed)
         ckpt.close()
+    except ModelError:
+        raise
     except Exception as e:  # orbax raises many types; the user needs the path and the reason
         raise ModelError(f"cannot read parameters from {root / PARAMS_DIR}: {e}") from None
     check_finite(flatten(restored), what=str(root / PARAMS_DIR))

@@ -32,16 +32,31 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jsuff.models._family import parse_config
+from jsuff.models._family import FamilyConfig
 from jsuff.models.logmel import frame_signal
 from jsuff.models.base import Architecture, ModelError, register
+
+__all__ = [
+    "BN_EPS",
+    "CAPACITIES",
+    "CENTS_OFFSET",
+    "CENTS_PER_BIN",
+    "PITCH_BINS",
+    "SAMPLE_RATE",
+    "WINDOW",
+    "bin_cents",
+    "bin_frequency",
+    "Crepe",
+    "CrepeConfig",
+    "labels",
+]
 
 SAMPLE_RATE = 16000
 WINDOW = 1024
@@ -53,8 +68,10 @@ CAPACITIES = {"tiny": (128, 16, 16, 16, 32, 64), "full": (1024, 128, 128, 128, 2
 
 
 @dataclasses.dataclass(frozen=True)
-class CrepeConfig:
+class CrepeConfig(FamilyConfig):
     """``capacity``: ``"tiny"`` or ``"full"``; ``hop``: samples between frames (10 ms default)."""
+
+    family: ClassVar[str] = "crepe"
 
     capacity: str = "full"
     hop: int = 160
@@ -91,7 +108,7 @@ class Crepe(nnx.Module):
     """torchcrepe's network with its framing, normalisation and a clip-level aggregate."""
 
     def __init__(self, config: Mapping[str, Any], rngs: nnx.Rngs):
-        self.config = cfg = parse_config(CrepeConfig, config, arch="crepe")
+        self.config = cfg = CrepeConfig.from_mapping(config)
         channels = CAPACITIES[cfg.capacity]
         ins = (1, *channels[:-1])
         self.convs = nnx.List(

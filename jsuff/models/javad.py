@@ -39,7 +39,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -47,9 +47,28 @@ import numpy as np
 from flax import nnx
 
 from jsuff.models._detectors import mel_filters, sliding_min, speech_logits
-from jsuff.models._family import parse_config
+from jsuff.models._family import FamilyConfig
 from jsuff.models.logmel import frame_signal, windowed
 from jsuff.models.base import Architecture, ModelError, register
+
+__all__ = [
+    "BALANCED",
+    "BN_EPS",
+    "FPS",
+    "HOP",
+    "LN_EPS",
+    "N_FFT",
+    "PRECISE",
+    "SAMPLE_RATE",
+    "TINY",
+    "VARIANTS",
+    "AttentionBlock",
+    "ConvReluBN",
+    "DirectionalConv",
+    "JaVAD",
+    "JavadConfig",
+    "sinusoids",
+]
 
 SAMPLE_RATE = 16000
 N_FFT = 400
@@ -80,13 +99,15 @@ VARIANTS = {"tiny": TINY, "balanced": BALANCED, "precise": PRECISE}
 
 
 @dataclasses.dataclass(frozen=True)
-class JavadConfig:
+class JavadConfig(FamilyConfig):
     """Hyper-parameters; ``conv*`` use the package's spelling.
 
     ``conv*`` are ``("crb", in, out, kernel, stride, padding)`` (conv-ReLU-BN) or ``("dc", in, out,
     kernel, stride, padding, (H, W))`` (DirectionalConv2d over an ``H x W`` map), or ``None``;
     ints stand for square pairs. Defaults are the balanced model.
     """
+
+    family: ClassVar[str] = "javad"
 
     n_mels: int = 80
     window_frames: int = 192
@@ -192,7 +213,7 @@ class JaVAD(nnx.Module):
     """The JaVAD network with the Processor's front end, windowing and clip rule."""
 
     def __init__(self, config: Mapping[str, Any], rngs: nnx.Rngs):
-        self.config = cfg = parse_config(JavadConfig, config, arch="javad")
+        self.config = cfg = JavadConfig.from_mapping(config)
         kinds = {"crb": ConvReluBN, "dc": DirectionalConv}
         self.conv1, self.conv2, self.conv3 = (
             None if spec is None else kinds[spec[0]](spec, rngs) for spec in (cfg.conv1, cfg.conv2, cfg.conv3)

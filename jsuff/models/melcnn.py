@@ -56,23 +56,34 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jsuff.models._family import config_to_json, init_rngs, parse_config
+from jsuff.models._family import FamilyConfig, init_rngs
 from jsuff.models.base import Architecture, InputPolicy, register
 from jsuff.models.logmel import frame_signal, mel_filter_bank, windowed
+
+__all__ = [
+    "ARCH",
+    "build",
+    "ConvBlock",
+    "log_mel",
+    "mel_filterbank",
+    "MelCnn",
+    "MelCnnConfig",
+    "power_spectrogram",
+]
 
 ARCH = "melcnn"
 _POOLINGS = ("mean", "max")
 
 
 @dataclasses.dataclass(frozen=True)
-class MelCnnConfig:
+class MelCnnConfig(FamilyConfig):
     """Size of a mel-CNN.
 
     Attributes:
@@ -87,6 +98,8 @@ class MelCnnConfig:
         log_eps: added to the mel power before the log.
         num_samples: the clip length used in training (the input policy's length), or ``None``.
     """
+
+    family: ClassVar[str] = ARCH
 
     num_classes: int
     sample_rate: int = 16000
@@ -119,17 +132,11 @@ class MelCnnConfig:
     def top_hz(self) -> float:
         return float(self.sample_rate / 2 if self.fmax is None else self.fmax)
 
-    @classmethod
-    def from_mapping(cls, config: Mapping[str, Any]) -> MelCnnConfig:
-        return parse_config(cls, config, arch=ARCH)
 
     def input_policy(self) -> InputPolicy:
         """Zero-pad or crop from the start to ``num_samples`` (any length when it is ``None``)."""
         return InputPolicy(length=self.num_samples, pad="zero", crop="start")
 
-    def to_json(self) -> dict[str, Any]:
-        """Every field, defaults included (what ``model.json`` stores)."""
-        return config_to_json(self)
 
 
 # ----------------------------------------------------------------------------------------------

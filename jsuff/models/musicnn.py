@@ -73,10 +73,40 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jsuff.models._family import init_rngs, parse_config
+from jsuff.models._family import FamilyConfig, init_rngs
 from jsuff.models._detectors import module_of
 from jsuff.models.base import Architecture, Model, ModelError, register
 from jsuff.models.logmel import frame_signal, mel_filter_bank, power_spectrum, windowed
+
+__all__ = [
+    "BN_EPS",
+    "HOP",
+    "MIN_SAMPLES",
+    "Musicnn",
+    "MusicnnConfig",
+    "MusicnnVgg",
+    "NUM_TAGS",
+    "N_FFT",
+    "N_MELS",
+    "PATCH_FRAMES",
+    "SAMPLE_RATE",
+    "TEMPORAL_FILTERS",
+    "TEMPORAL_FRAMES",
+    "TIMBRAL_BANDS",
+    "TIMBRAL_FILTERS",
+    "VggConfig",
+    "compress",
+    "headroom",
+    "largest_finite_energy",
+    "log_compression_table",
+    "log_mel",
+    "mel_energies",
+    "num_patches",
+    "patch_logits_fn",
+    "patches",
+    "pool_patch_logits",
+    "tf_relu",
+]
 
 SAMPLE_RATE = 16000
 N_FFT = 512
@@ -245,9 +275,11 @@ def _max_pool(x: jax.Array, window: tuple[int, int], strides: tuple[int, int]) -
 
 
 @dataclasses.dataclass(frozen=True)
-class MusicnnConfig:
+class MusicnnConfig(FamilyConfig):
     """``musicnn`` sizes (the shipped models: 64 mid-end filters, 200 back-end units; the
     package's ``MSD_musicnn_big``, not shipped in the wheel, would be 512 and 500)."""
+
+    family = "musicnn"
 
     num_classes: int = NUM_TAGS
     midend_filters: int = 64
@@ -259,8 +291,10 @@ class MusicnnConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class VggConfig:
+class VggConfig(FamilyConfig):
     """``musicnn_vgg`` sizes (the shipped models: 128 filters in every block)."""
+
+    family = "musicnn_vgg"
 
     num_classes: int = NUM_TAGS
     filters: int = 128
@@ -301,7 +335,7 @@ class Musicnn(_Tagger):
     """The ``musicnn`` network (timbral + temporal front end, dense mid-end, pooled back-end)."""
 
     def __init__(self, config: Mapping[str, Any], rngs: nnx.Rngs):
-        self.config = cfg = parse_config(MusicnnConfig, config, arch="musicnn")
+        self.config = cfg = MusicnnConfig.from_mapping(config)
         rngs = init_rngs(rngs)
         self.input_bn = _bn(1, rngs)
         self.timbral = nnx.List(
@@ -351,7 +385,7 @@ class MusicnnVgg(_Tagger):
     POOLS = (((4, 1), (2, 2)), ((2, 2), (2, 2)), ((2, 2), (2, 2)), ((2, 2), (2, 2)), ((4, 4), (4, 4)))
 
     def __init__(self, config: Mapping[str, Any], rngs: nnx.Rngs):
-        self.config = cfg = parse_config(VggConfig, config, arch="musicnn_vgg")
+        self.config = cfg = VggConfig.from_mapping(config)
         rngs = init_rngs(rngs)
         f = cfg.filters
         self.input_bn = _bn(1, rngs)

@@ -35,16 +35,31 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from jsuff.models._detectors import mel_filters, speech_logits
-from jsuff.models._family import parse_config
+from jsuff.models._family import FamilyConfig
 from jsuff.models.logmel import frame_signal, windowed
 from jsuff.models.base import Architecture, ModelError, register
+
+__all__ = [
+    "EPS",
+    "HOP",
+    "N_FFT",
+    "N_FRAMES",
+    "N_MELS",
+    "PREEMPHASIS",
+    "SAMPLE_RATE",
+    "TEACHER",
+    "WIN_LENGTH",
+    "WINDOW",
+    "PulseConfig",
+    "PulseVAD",
+]
 
 SAMPLE_RATE = 16000
 WINDOW = 3200  # samples per decision (200 ms)
@@ -58,7 +73,7 @@ EPS = 1e-5
 
 
 @dataclasses.dataclass(frozen=True)
-class PulseConfig:
+class PulseConfig(FamilyConfig):
     """Channel widths (``FoldedPulseVAD``'s ``dims``; defaults: the shipped 2.1k model) and clip rule.
 
     Attributes:
@@ -66,6 +81,8 @@ class PulseConfig:
         threshold: a window with speech probability >= this is speech.
         hop: samples between windows (``get_speech_timestamps``'s ``hop_size_samples``).
     """
+
+    family: ClassVar[str] = "pulsevad"
 
     adapter: int = 12
     conv0_pw: int = 8
@@ -94,7 +111,7 @@ class PulseVAD(nnx.Module):
     """``FoldedPulseVAD`` with the package's front end and sliding windows."""
 
     def __init__(self, config: Mapping[str, Any], rngs: nnx.Rngs):
-        self.config = d = parse_config(PulseConfig, config, arch="pulsevad")
+        self.config = d = PulseConfig.from_mapping(config)
         self.adapter = _conv(N_MELS, d.adapter, 1, rngs)
         self.conv0_dw = _conv(d.adapter, d.adapter, 11, rngs, depthwise=True)
         self.conv0_pw = _conv(d.adapter, d.conv0_pw, 1, rngs)

@@ -49,15 +49,26 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jsuff.models._family import config_to_json, init_rngs, parse_config
+from jsuff.models._family import FamilyConfig, init_rngs
 from jsuff.models.base import Architecture, InputPolicy, Model, Params, get_architecture, register
 from jsuff.models.sinc import mel_sinc_filters, odd_kernel_size, sinc_conv
+
+__all__ = [
+    "ARCH",
+    "LABELS",
+    "build",
+    "GRULayer",
+    "hidden_apply",
+    "RawNet2",
+    "RawNet2Config",
+    "ResidualBlock1d",
+]
 
 ARCH = "rawnet2"
 LABELS = ("spoof", "bonafide")
@@ -68,7 +79,7 @@ _LEAKY_SLOPE = 0.3  # nn.LeakyReLU(negative_slope=0.3) in the residual blocks
 
 
 @dataclasses.dataclass(frozen=True)
-class RawNet2Config:
+class RawNet2Config(FamilyConfig):
     """The published RawNet2 model config (``model_config`` of ``RawNet2_baseline.conf``).
 
     Attributes:
@@ -84,6 +95,9 @@ class RawNet2Config:
         nb_samp: the clip length the model was trained on (the input policy's length).
         sample_rate: the rate the sinc band edges refer to.
     """
+
+    family: ClassVar[str] = ARCH
+    ignored_keys: ClassVar[tuple[str, ...]] = ("architecture",)
 
     filts: tuple
     first_conv: int
@@ -114,13 +128,7 @@ class RawNet2Config:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
 
-    @classmethod
-    def from_mapping(cls, config: Mapping[str, Any]) -> RawNet2Config:
-        return parse_config(cls, config, arch=ARCH, ignored=("architecture",))
 
-    def to_json(self) -> dict[str, Any]:
-        """Every field, defaults included (what ``model.json`` stores)."""
-        return config_to_json(self)
 
     def input_policy(self) -> InputPolicy:
         """``nb_samp`` samples; short clips tiled, long ones cut to their first ``nb_samp`` (the

@@ -34,15 +34,29 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from jsuff.models._detectors import speech_logits
-from jsuff.models._family import parse_config
+from jsuff.models._family import FamilyConfig
 from jsuff.models.base import Architecture, ModelError, register
+
+__all__ = [
+    "CHUNK",
+    "CONTEXT",
+    "ENCODER",
+    "HIDDEN",
+    "HOP",
+    "N_FFT",
+    "RIGHT_PAD",
+    "SAMPLE_RATE",
+    "SileroConfig",
+    "SileroVAD",
+    "timestamps_found",
+]
 
 SAMPLE_RATE = 16000
 CHUNK = 512  # samples per probability (32 ms)
@@ -57,7 +71,7 @@ _TIE = 1e-6
 
 
 @dataclasses.dataclass(frozen=True)
-class SileroConfig:
+class SileroConfig(FamilyConfig):
     """The clip rule's parameters (the network itself has one fixed shape).
 
     Attributes:
@@ -67,6 +81,8 @@ class SileroConfig:
         min_speech_duration_ms: segments this short or shorter are dropped.
         min_silence_duration_ms: silence needed to end a segment.
     """
+
+    family: ClassVar[str] = "silero_vad"
 
     threshold: float = 0.5
     neg_threshold: float | None = None
@@ -84,7 +100,7 @@ class SileroVAD(nnx.Module):
     """Silero VAD v5/v6 16 kHz network with the package's chunked streaming unrolled."""
 
     def __init__(self, config: Mapping[str, Any], rngs: nnx.Rngs):
-        self.config = parse_config(SileroConfig, config, arch="silero_vad")
+        self.config = SileroConfig.from_mapping(config)
         self.stft = nnx.Conv(1, 2 * (N_FFT // 2 + 1), N_FFT, HOP, padding="VALID", use_bias=False, rngs=rngs)
         self.encoder = nnx.List(
             [nnx.Conv(i, o, 3, s, padding=[(1, 1)], rngs=rngs) for i, o, s in ENCODER]

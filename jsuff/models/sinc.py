@@ -41,6 +41,8 @@ import numpy as np
 
 from jsuff.models.logmel import hz_to_mel, mel_to_hz
 
+__all__ = ["mel_band_edges", "mel_sinc_filters", "odd_kernel_size", "sinc_conv"]
+
 # The reference derives the band edges from the bins of a 512-point FFT grid.
 _NFFT = 512
 

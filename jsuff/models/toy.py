@@ -32,6 +32,8 @@ from flax import nnx
 
 from jsuff.models.base import Architecture, ModelError, register
 
+__all__ = ["BandPower"]
+
 _EPS = 1e-8
 
 

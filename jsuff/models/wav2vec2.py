@@ -18,7 +18,10 @@ One Flax module serves the whole family; :class:`W2V2Config` flags pick the vari
   ``"dense_tanh"`` is the common custom "speech classification" head (pool over time by
   mean/sum/max, dense, tanh, out_proj) that many emotion checkpoints use.
 
-DistilHuBERT is a HuBERT with two layers and no feature-projection layer norm.
+DistilHuBERT is a HuBERT with two layers and no feature-projection layer norm. WavLM
+(:mod:`jsuff.models.wavlm`) and Data2Vec-audio (:mod:`jsuff.models.data2vec_audio`) are this module
+with another attention or positional embedding: :class:`Wav2Vec2Classifier` builds its parts
+through :class:`Encoder` methods that those families override.
 
 The front end is in JAX: when ``do_normalize`` is set (from the checkpoint's
 ``preprocessor_config.json``), each waveform is normalised to zero mean and unit variance exactly as
@@ -44,17 +47,29 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jsuff.models._transformer import attention, gelu_exact
+from jsuff.models._family import FamilyConfig
+from jsuff.models._transformer import ACTIVATIONS, SelfAttention, activation, layer_norm
 from jsuff.models.base import Architecture, ModelError, register
 
-__all__ = ["ACTIVATIONS", "W2V2Config", "Wav2Vec2Classifier", "normalize_waveform"]
+__all__ = [
+    "TORCH_NORM_EPS",
+    "Encoder",
+    "EncoderLayer",
+    "FeatureEncoder",
+    "FeatureProjection",
+    "PositionalConv",
+    "W2V2Config",
+    "Wav2Vec2Classifier",
+    "normalize_waveform",
+    "same_pad_conv",
+]
 
 # Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm adds this inside the square root.
 NORMALIZE_EPS = 1e-7
@@ -62,47 +77,20 @@ NORMALIZE_EPS = 1e-7
 # BatchNorm1d: transformers builds those without passing config.layer_norm_eps.
 TORCH_NORM_EPS = 1e-5
 
-
-def _gelu_tanh(x: jax.Array) -> jax.Array:
-    return jax.nn.gelu(x, approximate=True)
-
-
-def _quick_gelu(x: jax.Array) -> jax.Array:
-    return x * jax.nn.sigmoid(1.702 * x)
-
-
-def _linear(x: jax.Array) -> jax.Array:
-    return x
-
-
-#: transformers ``ACT2FN`` names this port supports (``hidden_act``, ``feat_extract_activation``).
-ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
-    "gelu": gelu_exact,  # the exact erf form, not jax's tanh default
-    "gelu_new": _gelu_tanh,
-    "gelu_fast": _gelu_tanh,
-    "gelu_pytorch_tanh": _gelu_tanh,
-    "quick_gelu": _quick_gelu,
-    "relu": jax.nn.relu,
-    "silu": jax.nn.silu,
-    "swish": jax.nn.silu,
-    "tanh": jnp.tanh,
-    "sigmoid": jax.nn.sigmoid,
-    "linear": _linear,
-}
-
 _HEADS = ("sequence_classification", "dense_tanh")
 _POOLING = ("mean", "sum", "max")
 _FEAT_NORMS = ("group", "layer")
 
 
 @dataclasses.dataclass(frozen=True)
-class W2V2Config:
+class W2V2Config(FamilyConfig):
     """Architecture of a wav2vec2 / HuBERT classifier (field names and defaults as transformers').
 
     Attributes:
         num_labels: classes the head outputs.
         hidden_size, num_hidden_layers, num_attention_heads, intermediate_size: transformer sizes.
-        hidden_act: activation of the transformer feed-forward (an :data:`ACTIVATIONS` name).
+        hidden_act: activation of the transformer feed-forward (a name in
+            :data:`jsuff.models._transformer.ACTIVATIONS`).
         layer_norm_eps: epsilon of the feature projection's and the encoder's layer norms.
         feat_extract_norm: ``"group"`` or ``"layer"`` (see the module docstring).
         feat_extract_activation: activation of the feature encoder and the positional conv.
@@ -120,6 +108,8 @@ class W2V2Config:
         pooling_mode: dense-tanh head only: ``"mean"``, ``"sum"`` or ``"max"`` over time.
         do_normalize: normalise each waveform to zero mean and unit variance first.
     """
+
+    family: ClassVar[str] = "wav2vec2/HuBERT"
 
     num_labels: int = 2
     hidden_size: int = 768
@@ -148,6 +138,12 @@ class W2V2Config:
     def __post_init__(self) -> None:
         for name in ("conv_dim", "conv_kernel", "conv_stride"):
             object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
+        problems = self.problems()
+        if problems:
+            raise ModelError(f"invalid {self.family} config: " + "; ".join(problems))
+
+    def problems(self) -> list[str]:
+        """What is wrong with this config, one line per problem (subclasses add their own)."""
         problems = []
         if not len(self.conv_dim) == len(self.conv_kernel) == len(self.conv_stride) >= 1:
             problems.append(
@@ -172,28 +168,7 @@ class W2V2Config:
                 problems.append(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
         if self.num_labels < 1:
             problems.append(f"num_labels must be positive, got {self.num_labels}")
-        if problems:
-            raise ModelError("invalid wav2vec2/HuBERT config: " + "; ".join(problems))
-
-    @classmethod
-    def from_mapping(cls, config: Mapping[str, Any]) -> W2V2Config:
-        """Build from a ``model.json`` config dict; unknown keys are an error that names them.
-
-        Example:
-            >>> W2V2Config.from_mapping({"num_labels": 4, "conv_bias": True}).conv_bias
-            True
-        """
-        if isinstance(config, W2V2Config):
-            return config
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(config) - known)
-        if unknown:
-            raise ModelError(f"unknown wav2vec2/HuBERT config keys: {', '.join(unknown)}")
-        return cls(**dict(config))
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict (tuples as lists) that :meth:`from_mapping` reads back."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        return problems
 
     def num_frames(self, num_samples: int) -> int:
         """Frames the feature encoder gives for ``num_samples`` (PyTorch's valid-conv length).
@@ -249,26 +224,28 @@ class _ConvLayer(nnx.Module):
     """Conv1d (valid, strided) -> optional norm -> activation, channels-last."""
 
     def __init__(self, cin: int, cout: int, kernel: int, stride: int, *, bias: bool, norm: str | None,
-                 activation: str, rngs: nnx.Rngs) -> None:
+                 act: str, rngs: nnx.Rngs) -> None:
         self.conv = nnx.Conv(cin, cout, (kernel,), (stride,), padding="VALID", use_bias=bias, rngs=rngs)
         # One group per channel = per-channel statistics over time (torch GroupNorm(C, C)). Both
         # norms use torch's default eps and the two-pass variance, not E[x^2] - E[x]^2.
         if norm == "group":
             self.layer_norm = _ChannelNorm(cout)
         elif norm == "layer":
-            self.layer_norm = nnx.LayerNorm(cout, epsilon=TORCH_NORM_EPS, use_fast_variance=False, rngs=rngs)
+            self.layer_norm = layer_norm(cout, TORCH_NORM_EPS, rngs)
         else:
             self.layer_norm = None
-        self.activation = activation
+        self.act = activation(act)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = self.conv(x)
         if self.layer_norm is not None:
             x = self.layer_norm(x)
-        return ACTIVATIONS[self.activation](x)
+        return self.act(x)
 
 
-class _FeatureEncoder(nnx.Module):
+class FeatureEncoder(nnx.Module):
+    """The strided conv stack over the raw waveform: ``[B, T]`` -> ``[B, frames, conv_dim[-1]]``."""
+
     def __init__(self, cfg: W2V2Config, rngs: nnx.Rngs) -> None:
         layers = []
         cin = 1
@@ -278,8 +255,7 @@ class _FeatureEncoder(nnx.Module):
             else:  # "group": only the first conv is normalised
                 norm = "group" if i == 0 else None
             layers.append(
-                _ConvLayer(cin, cout, k, s, bias=cfg.conv_bias, norm=norm,
-                           activation=cfg.feat_extract_activation, rngs=rngs)
+                _ConvLayer(cin, cout, k, s, bias=cfg.conv_bias, norm=norm, act=cfg.feat_extract_activation, rngs=rngs)
             )
             cin = cout
         self.conv_layers = nnx.List(layers)
@@ -288,17 +264,15 @@ class _FeatureEncoder(nnx.Module):
         x = waveforms[:, :, None]  # [B, T, 1]
         for layer in self.conv_layers:
             x = layer(x)
-        return x  # [B, frames, conv_dim[-1]]
+        return x
 
 
-class _FeatureProjection(nnx.Module):
+class FeatureProjection(nnx.Module):
+    """Optional layer norm, then a linear map from ``conv_dim[-1]`` to ``hidden_size``."""
+
     def __init__(self, cfg: W2V2Config, rngs: nnx.Rngs) -> None:
         c = cfg.conv_dim[-1]
-        self.layer_norm = (
-            nnx.LayerNorm(c, epsilon=cfg.layer_norm_eps, use_fast_variance=False, rngs=rngs)
-            if cfg.feat_proj_layer_norm
-            else None
-        )
+        self.layer_norm = layer_norm(c, cfg.layer_norm_eps, rngs) if cfg.feat_proj_layer_norm else None
         self.projection = nnx.Linear(c, cfg.hidden_size, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -312,25 +286,27 @@ class _FeatureProjection(nnx.Module):
 # ----------------------------------------------------------------------------------------------
 
 
-class _PositionalConv(nnx.Module):
+def same_pad_conv(channels: int, kernel: int, groups: int, rngs: nnx.Rngs) -> tuple[nnx.Conv, bool]:
+    """A grouped conv over time padded as torch's ``padding=kernel // 2``, and whether the last frame
+    must be dropped (transformers' ``SamePadLayer``: an even kernel gives one frame too many)."""
+    conv = nnx.Conv(channels, channels, (kernel,), padding=((kernel // 2, kernel // 2),),
+                    feature_group_count=groups, rngs=rngs)
+    return conv, kernel % 2 == 0
+
+
+class PositionalConv(nnx.Module):
     """Grouped conv over time whose output is added to the encoder input (wav2vec2's positions)."""
 
     def __init__(self, cfg: W2V2Config, rngs: nnx.Rngs) -> None:
-        h, k = cfg.hidden_size, cfg.num_conv_pos_embeddings
+        h = cfg.hidden_size
         self.batch_norm = (
             nnx.BatchNorm(h, epsilon=TORCH_NORM_EPS, use_running_average=True, rngs=rngs)
             if cfg.conv_pos_batch_norm
             else None
         )
-        # torch pads k//2 on both sides; the weight-norm (g, v) pair is folded into this kernel.
-        self.conv = nnx.Conv(
-            h, h, (k,), padding=((k // 2, k // 2),), feature_group_count=cfg.num_conv_pos_embedding_groups,
-            rngs=rngs,
-        )
-        # With an even kernel that padding gives one frame too many; transformers' SamePadLayer
-        # drops the last one.
-        self.drop_last = k % 2 == 0
-        self.activation = cfg.feat_extract_activation
+        # The weight-norm (g, v) pair is folded into this kernel by the converter.
+        self.conv, self.drop_last = same_pad_conv(h, cfg.num_conv_pos_embeddings, cfg.num_conv_pos_embedding_groups, rngs)
+        self.act = activation(cfg.feat_extract_activation)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         if self.batch_norm is not None:
@@ -338,62 +314,68 @@ class _PositionalConv(nnx.Module):
         y = self.conv(x)
         if self.drop_last:
             y = y[:, :-1]
-        return ACTIVATIONS[self.activation](y)
-
-
-class _Attention(nnx.Module):
-    def __init__(self, hidden: int, heads: int, rngs: nnx.Rngs) -> None:
-        self.heads = heads
-        self.q_proj = nnx.Linear(hidden, hidden, rngs=rngs)
-        self.k_proj = nnx.Linear(hidden, hidden, rngs=rngs)
-        self.v_proj = nnx.Linear(hidden, hidden, rngs=rngs)
-        self.out_proj = nnx.Linear(hidden, hidden, rngs=rngs)
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        b, t, h = x.shape
-        d = h // self.heads
-        q, k, v = (
-            p(x).reshape(b, t, self.heads, d).transpose(0, 2, 1, 3) for p in (self.q_proj, self.k_proj, self.v_proj)
-        )
-        out = attention(q, k, v, scale=d**-0.5)  # no mask: every frame is signal (module doc)
-        return self.out_proj(out.transpose(0, 2, 1, 3).reshape(b, t, h))
+        return self.act(y)
 
 
 class _FeedForward(nnx.Module):
     def __init__(self, cfg: W2V2Config, rngs: nnx.Rngs) -> None:
         self.intermediate_dense = nnx.Linear(cfg.hidden_size, cfg.intermediate_size, rngs=rngs)
         self.output_dense = nnx.Linear(cfg.intermediate_size, cfg.hidden_size, rngs=rngs)
-        self.activation = cfg.hidden_act
+        self.act = activation(cfg.hidden_act)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return self.output_dense(ACTIVATIONS[self.activation](self.intermediate_dense(x)))
+        return self.output_dense(self.act(self.intermediate_dense(x)))
 
 
-class _EncoderLayer(nnx.Module):
-    def __init__(self, cfg: W2V2Config, rngs: nnx.Rngs) -> None:
+class EncoderLayer(nnx.Module):
+    """One transformer layer, post-LN or pre-LN ("stable"), around the ``attention`` it is given.
+
+    Keyword arguments of ``__call__`` go to the attention (WavLM's position bias).
+    """
+
+    def __init__(self, cfg: W2V2Config, attention: nnx.Module, rngs: nnx.Rngs) -> None:
         eps = cfg.layer_norm_eps
-        self.attention = _Attention(cfg.hidden_size, cfg.num_attention_heads, rngs)
-        self.layer_norm = nnx.LayerNorm(cfg.hidden_size, epsilon=eps, use_fast_variance=False, rngs=rngs)
+        self.attention = attention
+        self.layer_norm = layer_norm(cfg.hidden_size, eps, rngs)
         self.feed_forward = _FeedForward(cfg, rngs)
-        self.final_layer_norm = nnx.LayerNorm(cfg.hidden_size, epsilon=eps, use_fast_variance=False, rngs=rngs)
+        self.final_layer_norm = layer_norm(cfg.hidden_size, eps, rngs)
         self.stable = cfg.do_stable_layer_norm
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, **attention_inputs: jax.Array) -> jax.Array:
         if self.stable:  # pre-LN
-            x = x + self.attention(self.layer_norm(x))
+            x = x + self.attention(self.layer_norm(x), **attention_inputs)
             return x + self.feed_forward(self.final_layer_norm(x))
-        x = self.layer_norm(x + self.attention(x))  # post-LN
+        x = self.layer_norm(x + self.attention(x, **attention_inputs))  # post-LN
         return self.final_layer_norm(x + self.feed_forward(x))
 
 
-class _Encoder(nnx.Module):
+class Encoder(nnx.Module):
+    """Positional embedding, layer norm and transformer layers.
+
+    Families that differ only here override :meth:`positional` (Data2Vec-audio's conv stack),
+    :meth:`attention` (WavLM's gated relative position bias) and :meth:`attention_inputs` (what
+    every layer's attention receives besides its input).
+    """
+
     def __init__(self, cfg: W2V2Config, rngs: nnx.Rngs) -> None:
-        self.pos_conv_embed = _PositionalConv(cfg, rngs)
-        self.layer_norm = nnx.LayerNorm(
-            cfg.hidden_size, epsilon=cfg.layer_norm_eps, use_fast_variance=False, rngs=rngs
+        self.pos_conv_embed = self.positional(cfg, rngs)
+        self.layer_norm = layer_norm(cfg.hidden_size, cfg.layer_norm_eps, rngs)
+        self.layers = nnx.List(
+            [EncoderLayer(cfg, self.attention(cfg, i, rngs), rngs) for i in range(cfg.num_hidden_layers)]
         )
-        self.layers = nnx.List([_EncoderLayer(cfg, rngs) for _ in range(cfg.num_hidden_layers)])
         self.stable = cfg.do_stable_layer_norm
+
+    def positional(self, cfg: W2V2Config, rngs: nnx.Rngs) -> nnx.Module:
+        """The module whose output is added to the encoder's input."""
+        return PositionalConv(cfg, rngs)
+
+    def attention(self, cfg: W2V2Config, index: int, rngs: nnx.Rngs) -> nnx.Module:
+        """Layer ``index``'s attention (no mask: every frame is signal, see the module docstring)."""
+        return SelfAttention(cfg.hidden_size, cfg.num_attention_heads, rngs=rngs)
+
+    def attention_inputs(self, x: jax.Array) -> dict[str, jax.Array]:
+        """Keyword inputs of every layer's attention, computed once from the first layer's input."""
+        return {}
 
     def __call__(self, x: jax.Array) -> tuple[list[jax.Array], jax.Array]:
         """Hidden states as transformers 5 records them, and the last hidden state.
@@ -405,9 +387,10 @@ class _Encoder(nnx.Module):
         x = x + self.pos_conv_embed(x)
         if not self.stable:
             x = self.layer_norm(x)
+        extra = self.attention_inputs(x)
         states = [x]
         for layer in self.layers:
-            x = layer(x)
+            x = layer(x, **extra)
             states.append(x)
         last = self.layer_norm(x) if self.stable else x
         return states, last
@@ -432,15 +415,19 @@ class Wav2Vec2Classifier(nnx.Module):
 
     Submodule and parameter names follow transformers' module names (``feature_extractor``,
     ``feature_projection``, ``encoder``, ``projector``, ``classifier`` ...) so the converter's key
-    map reads row by row.
+    map reads row by row. A family that shares this layout sets ``config_class`` and
+    ``encoder_class``.
     """
 
+    config_class: ClassVar[type[W2V2Config]] = W2V2Config
+    encoder_class: ClassVar[type[Encoder]] = Encoder
+
     def __init__(self, config: W2V2Config | Mapping[str, Any], *, rngs: nnx.Rngs) -> None:
-        cfg = W2V2Config.from_mapping(config)
+        cfg = self.config_class.from_mapping(config)
         self.config = cfg
-        self.feature_extractor = _FeatureEncoder(cfg, rngs)
-        self.feature_projection = _FeatureProjection(cfg, rngs)
-        self.encoder = _Encoder(cfg, rngs)
+        self.feature_extractor = FeatureEncoder(cfg, rngs)
+        self.feature_projection = FeatureProjection(cfg, rngs)
+        self.encoder = self.encoder_class(cfg, rngs)
         if cfg.head == "sequence_classification":
             n_states = cfg.num_hidden_layers + 1  # the encoder input and every layer's output
             self.layer_weights = (

@@ -14,8 +14,11 @@ Waveform in, logits out, numerically the Hugging Face model behind ``WhisperFeat
    instead (the embeddings, each layer's output, the last one after the final LayerNorm, as
    ``transformers`` collects them).
 
-Input policy: clips are padded with zeros or trimmed to ``n_samples`` (30 s at 16 kHz for the
-released models), as the extractor does; the module does the same internally, so any length works.
+Input policy: the module pads a clip with zeros or trims it to ``n_samples`` (30 s at 16 kHz for
+the released models), as the extractor does, so any length works. The policy declares that it pads
+internally (``InputPolicy.pads_internally``): callers do not pad a shorter clip, so a 0.68 s clip is
+explained over its own 0.68 s (an rfft grid of its own bins, not of 30 s) and its sufficient signal
+is 0.68 s long; its logits are those of the padded clip. Longer clips are cropped to ``n_samples``.
 
 Example:
     >>> from flax import nnx
@@ -31,13 +34,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jsuff.models._transformer import DictConfig, PreNormBlock, activation, layer_norm, random_normal
+from jsuff.models._family import FamilyConfig
+from jsuff.models._transformer import ATTENTION_RENAMED, PreNormBlock, activation, gelu_exact, layer_norm, random_normal
 from jsuff.models.base import Architecture, InputPolicy, ModelError, register
 from jsuff.models.logmel import LogMelConfig, whisper_log_mel
 
@@ -48,7 +52,7 @@ TORCH_LAYER_NORM_EPS = 1e-5
 
 
 @dataclasses.dataclass(frozen=True)
-class WhisperConfig(DictConfig):
+class WhisperConfig(FamilyConfig):
     """A Whisper encoder classifier: the ``WhisperConfig`` fields it uses plus the extractor's.
 
     Defaults are those of ``transformers.WhisperConfig`` (whisper-tiny's encoder) and
@@ -62,6 +66,8 @@ class WhisperConfig(DictConfig):
         sample_rate, n_fft, hop_length, n_samples: the extractor's ``sampling_rate``, ``n_fft``,
             ``hop_length`` and ``chunk_length * sampling_rate``.
     """
+
+    family: ClassVar[str] = "whisper"
 
     d_model: int = 384
     encoder_layers: int = 4
@@ -96,9 +102,8 @@ class WhisperConfig(DictConfig):
             n_mels=self.num_mel_bins, n_samples=self.n_samples,
         )
 
-    @property
     def input_policy(self) -> InputPolicy:
-        return InputPolicy(length=self.n_samples, pad="zero", crop="start")
+        return InputPolicy(length=self.n_samples, pad="zero", crop="start", pads_internally=True)
 
 
 class Whisper(nnx.Module):
@@ -139,8 +144,8 @@ class Whisper(nnx.Module):
         """HF's encoder ``hidden_states``: the embeddings, then each layer's output, the last
         one after the final LayerNorm (``transformers`` ties it to ``last_hidden_state``)."""
         x = features.transpose(0, 2, 1)  # channels last: [B, frames, mel]
-        x = jax.nn.gelu(self.conv1(x), approximate=False)
-        x = jax.nn.gelu(self.conv2(x), approximate=False)
+        x = gelu_exact(self.conv1(x))  # WhisperEncoder's F.gelu: the exact erf form
+        x = gelu_exact(self.conv2(x))
         states = [x + self.embed_positions[...][None]]
         for layer in self.layers:
             states.append(layer(states[-1]))
@@ -162,7 +167,7 @@ class Whisper(nnx.Module):
 
 
 def _build(config: Mapping[str, Any], rngs: nnx.Rngs) -> Whisper:
-    return Whisper(WhisperConfig.from_dict(config), rngs)
+    return Whisper(WhisperConfig.from_mapping(config), rngs)
 
 
 register(
@@ -171,5 +176,6 @@ register(
         _build,
         "Whisper encoder classifier (HF WhisperForAudioClassification), log-mel front end",
         "whisper",
+        renamed=ATTENTION_RENAMED,
     )
 )

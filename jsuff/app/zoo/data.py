@@ -76,6 +76,18 @@ from pathlib import Path
 
 import numpy as np
 
+__all__ = [
+    "CLASS_NAMES",
+    "Dataset",
+    "DatasetError",
+    "MANIFEST",
+    "SPLITS",
+    "make_clip",
+    "make_dataset",
+    "read_dataset",
+    "write_dataset",
+]
+
 CLASS_NAMES: tuple[str, ...] = ("pulse", "bright", "low", "chord", "hiss")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 MANIFEST = "manifest.csv"

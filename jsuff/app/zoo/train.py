@@ -25,8 +25,8 @@ cue (the generated data already varies it; the search's removals lower it furthe
 Example:
     >>> from jsuff.app.zoo.data import make_dataset
     >>> ds = make_dataset(n_per_class=(4, 2, 2))
-    >>> model, metrics = train_model("my_arch", {}, ds, epochs=2)  # doctest: +SKIP
-    >>> metrics["test_accuracy"]  # doctest: +SKIP
+    >>> model, metrics = train_model("my_arch", {}, ds, epochs=2)  # my_arch: a registered architecture  # doctest: +SKIP
+    >>> metrics["test_accuracy"]  # the held-out accuracy  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -45,6 +45,8 @@ from flax import nnx
 
 from jsuff.models.base import InputPolicy, Model, get_architecture
 from jsuff.app.zoo.data import Dataset, DatasetError
+
+__all__ = ["Augment", "NO_AUGMENT", "augment_batch", "lr_schedule", "train_model"]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,6 +7,9 @@ Clips are 512 samples: 257 rfft bins; a cosine at integer bin b puts all its ene
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -102,3 +105,23 @@ def window_clip() -> np.ndarray:
     x = noise(4)
     x[200:264] += np.sin(np.arange(64, dtype=np.float32) / 3)
     return x
+
+
+_COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration", "/jax/core/compile/backend_compile_duration")
+
+
+@contextlib.contextmanager
+def compilations() -> Iterator[list[str]]:
+    """Every trace and XLA compilation inside the block, as JAX itself reports them (its
+    monitoring events): a list of event names, empty when nothing was traced or compiled."""
+    seen: list[str] = []
+
+    def listen(event: str, duration: float, **kwargs: object) -> None:
+        if event in _COMPILE_EVENTS:
+            seen.append(event)
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        yield seen
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
