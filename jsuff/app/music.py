@@ -24,8 +24,8 @@ label a model also gives to silence are explained by the empty signal (the trivi
 no cost.
 
 Example:
-    >>> result = run_music_study("runs/music")     # doctest: +SKIP
-    >>> print(result.text)                         # doctest: +SKIP
+    >>> result = run_music_study("runs/music")  # hours of work, needs the soundtracks  # doctest: +SKIP
+    >>> print(result.text)  # the study above  # doctest: +SKIP
 """
 
 from __future__ import annotations
