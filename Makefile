@@ -8,7 +8,7 @@ PIP     = $(BIN)/python -m pip
 # Every install passes the constraints file so nothing can upgrade torch past the local CPU wheel.
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 
-.PHONY: setup setup-real test demo clean
+.PHONY: setup setup-real test demo music clean
 
 setup: $(VENV)/.installed setup-real
 
@@ -30,6 +30,20 @@ test: setup
 
 demo: setup
 	$(BIN)/jsuff demo
+
+# The real-music genre study (docs/music_study.md): the soundtrack packages it cuts excerpts from
+# are installed with apt-get when missing and make runs as root; otherwise it names them and stops.
+music: setup
+	@missing="$$($(BIN)/python -m jsuff.app.music packages)"; \
+	if [ -n "$$missing" ]; then \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else \
+	    echo "make music needs the Debian packages: $$missing" >&2; \
+	    echo "install them as root (sudo apt-get install $$missing) and run make music again" >&2; exit 2; \
+	  fi; \
+	fi
+	$(BIN)/jsuff music
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

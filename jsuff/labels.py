@@ -206,6 +206,15 @@ class LabelView:
             out["map"] = {m: {c: list(t) for c, t in rows} for m, rows in self.maps}
         return out
 
+    def check_models(self, names: Sequence[str]) -> None:
+        """Refuse ``[labels.map]`` tables for models not in ``names`` (almost always a misspelt name)."""
+        stray = [m for m, _ in self.maps if m not in names]
+        if stray:
+            raise LabelViewError(
+                f"[labels.map] has tables for {_listing(stray)}, which are not models of this study; "
+                f"its models: {_listing(list(names))}"
+            )
+
     def table(self, model: str) -> dict[str, tuple[str, ...]]:
         """The classes ``model``'s table lists, with their tags (empty when it has none)."""
         return dict(dict(self.maps).get(model, ()))
@@ -359,13 +368,10 @@ def resolve_views(view: LabelView | None, models: Mapping[str, Sequence[str]]) -
                     f"{_listing(first)}: all models of a study must share one set of label names, or the "
                     "study must declare its classes and each model's tags in [labels]"
                 )
-        view = LabelView(classes=first)
-    stray = [m for m, _ in view.maps if m not in models]
-    if stray:
-        raise LabelViewError(
-            f"[labels.map] has tables for {_listing(stray)}, which are not models of this study; "
-            f"its models: {_listing(names)}"
-        )
+        # the models' own names are the classes: any names a model may have (one output, names with
+        # spaces ...), not only those a declared view accepts
+        return {name: ModelView.build(name, first, tuple(models[name]), tuple((c,) for c in first)) for name in names}
+    view.check_models(names)
     return {name: view.resolve(name, models[name]) for name in names}
 
 

@@ -444,6 +444,8 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fresh", action="store_true", help="discard an earlier demo study instead of resuming it")
     p.add_argument("--real", action="store_true",
                    help="the real-weights study instead (same as `jsuff realdemo`; --out defaults to runs/realdemo)")
+    p.add_argument("--music", action="store_true",
+                   help="the real-music genre study instead (same as `jsuff music`; --out defaults to runs/music)")
     p.set_defaults(func=_cmd_demo)
 
 
@@ -453,6 +455,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if args.real:
         out = "runs/realdemo" if args.out == "runs/demo" else args.out
         return _cmd_realdemo(argparse.Namespace(out=out, fresh=args.fresh, quiet=False, no_report=False))
+    if args.music:
+        out = "runs/music" if args.out == "runs/demo" else args.out
+        return _cmd_music(build_parser().parse_args(["music", "--out", out, *(["--fresh"] if args.fresh else []),
+                                                     *(["--quick"] if args.quick else [])]))
     from jsuff.app.demo import FULL, QUICK, run_demo
 
     settings = QUICK if args.quick else FULL
@@ -491,6 +497,45 @@ def _cmd_realdemo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_music(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "music",
+        help="the real-music genre study: the four musicnn taggers on excerpts of installed Debian soundtracks",
+        description="Convert the four musicnn taggers (pkg:musicnn/...), cut excerpts from the installed "
+        "soundtrack packages, write OUT/study.toml with the five-class genre view, run the study into "
+        "OUT/study (resumable) and write its report. `make music` installs the packages first when root.",
+    )
+    p.add_argument("--out", default="runs/music", help="output directory (default: runs/music)")
+    p.add_argument("--quick", action="store_true", help="a smoke test: 2 excerpts per genre, a shallow search")
+    p.add_argument("--per-genre", type=int, metavar="N", help="excerpts per genre (default: 10)")
+    p.add_argument("--iters", type=int, metavar="N", help="search iterations (default: 8)")
+    p.add_argument("--depth", type=int, metavar="N", help="search tree depth (default: 10)")
+    p.add_argument("--chunk", type=int, metavar="N", help="rfft bins per extraction step (default: 50)")
+    p.add_argument("--fresh", action="store_true", help="rebuild the excerpts and start the study over")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or log lines")
+    p.add_argument("--no-report", action="store_true", help="skip writing the HTML report")
+    p.set_defaults(func=_cmd_music)
+
+
+def _cmd_music(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from jsuff.app.music import FULL, QUICK, MusicStudyError, run_music_study
+    from jsuff.app.musicdata import MusicDataError
+
+    settings = QUICK if args.quick else FULL
+    given = {"per_genre": args.per_genre, "iters": args.iters, "tree_depth": args.depth, "chunk_size": args.chunk}
+    settings = dataclasses.replace(settings, **{k: v for k, v in given.items() if v is not None})
+    try:
+        result = run_music_study(args.out, settings, fresh=args.fresh, report=not args.no_report,
+                                 quiet=True if args.quiet else None, log=None if args.quiet else print)
+    except (MusicStudyError, MusicDataError) as e:
+        print(f"jsuff music: {e}", file=sys.stderr)
+        return 2
+    print(result.text)
+    return 0
+
+
 _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_models,
     _add_convert,
@@ -501,6 +546,7 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_zoo,
     _add_demo,
     _add_realdemo,
+    _add_music,
 ]
 
 

@@ -36,6 +36,7 @@ from pydantic.fields import FieldInfo
 from jsuff.domains import DOMAINS, FILLS, get_domain
 from jsuff.evaluate import COMPUTE_DTYPES
 from jsuff.extract import MODES, ExtractConfig
+from jsuff.labels import LabelView, LabelViewError
 from jsuff.models.base import CROP_MODES, PAD_MODES
 from jsuff.search import SearchConfig
 
@@ -48,6 +49,7 @@ __all__ = [
     "config_to_dict",
     "config_to_json",
     "fingerprint",
+    "labels_error",
     "load_config",
     "validate_config",
 ]
@@ -106,6 +108,7 @@ class StudyConfig:
     flat_earther_threshold: float = 3.5
     devices: int | None = None  # None: all visible devices
     out: str | None = None
+    labels: LabelView | None = None  # the [labels] table; None: all models share one label set
 
 
 # Ranges and choices of every config key, by table. The types come from the dataclasses themselves
@@ -190,6 +193,14 @@ class _ModelEntry(BaseModel):
     name: Annotated[str, Field(min_length=1)] | None = None
 
 
+class _LabelsTable(BaseModel):
+    """The types of ``[labels]``; :class:`jsuff.labels.LabelView` checks the rest (names, repeats)."""
+
+    model_config = _STRICT
+    classes: Annotated[list[str], Field(min_length=2)]
+    map: dict[str, dict[str, list[str]]] = {}
+
+
 def _table_or_name(v: Any) -> Any:
     return {"name": v} if isinstance(v, str) else v
 
@@ -203,16 +214,18 @@ _TABLE_SCHEMAS = {
     "data": _schema(DataConfig, "data"),
     "search": _schema(SearchConfig, "search"),
     "extract": _schema(ExtractConfig, "extract"),
+    "labels": _LabelsTable,
 }
 # the top-level keys come from StudyConfig; the tables and the model list have their own shapes
 _STUDY_SCHEMA = create_model(
     "study config",
-    __base__=_schema(StudyConfig, "study", skip=("models", "data", "search", "extract", "domain", "domain_options")),
+    __base__=_schema(StudyConfig, "study", skip=("models", "data", "search", "extract", "domain", "domain_options", "labels")),
     models=(Annotated[list[Annotated[_ModelEntry, BeforeValidator(_model_or_path)]], Field(min_length=1)], ...),
     data=(_TABLE_SCHEMAS["data"], ...),
     search=(_TABLE_SCHEMAS["search"], ...),
     extract=(_TABLE_SCHEMAS["extract"], ...),
     domain=(Annotated[dict[str, Any], BeforeValidator(_table_or_name)], {"name": "rfft"}),
+    labels=(_LabelsTable | None, None),
 )
 
 
@@ -231,6 +244,9 @@ def _toml_value(v: Any) -> str:
 def _where(loc: Sequence[Any]) -> str:
     """``[table] key`` for a pydantic error location (``key`` alone at the top level)."""
     loc = [str(x) for x in loc if not (isinstance(x, str) and x.startswith("function-"))]
+    if len(loc) > 2 and loc[:2] == ["labels", "map"]:  # [labels.map.NAME] class.0
+        table = ".".join(x if re.fullmatch(r"[A-Za-z0-9_-]+", x) else json.dumps(x) for x in loc[:3])
+        return f"[{table}]" + (f" {'.'.join(loc[3:])}" if len(loc) > 3 else "")
     if loc and loc[0] in (*_TABLE_SCHEMAS, "domain") and len(loc) > 1:
         return f"[{loc[0]}] {'.'.join(loc[1:])}"
     if loc and loc[0] == "models" and len(loc) > 1:
@@ -353,7 +369,7 @@ def config_from_dict(raw: Mapping[str, Any], base_dir: str | Path = ".") -> Stud
         data_raw["path"] = _resolve(base, data_raw["path"])
     data_raw["files"] = [_resolve(base, f) for f in data_raw["files"]]
     domain_name, domain_options = _validated_domain(v.domain)
-    top = {k: getattr(v, k) for k in _STUDY_SCHEMA.model_fields if k not in ("models", "data", "search", "extract", "domain")}
+    top = {k: getattr(v, k) for k in _STUDY_SCHEMA.model_fields if k not in ("models", "data", "search", "extract", "domain", "labels")}
     if top["out"] is not None:
         top["out"] = _resolve(base, top["out"])
     return StudyConfig(
@@ -363,8 +379,28 @@ def config_from_dict(raw: Mapping[str, Any], base_dir: str | Path = ".") -> Stud
         extract=_build(ExtractConfig, v.extract.model_dump(), "extract"),
         domain=domain_name,
         domain_options=domain_options,
+        labels=_label_view(v.labels, names),
         **top,
     )
+
+
+def _label_view(table: _LabelsTable | None, names: Sequence[str]) -> LabelView | None:
+    """The study's :class:`LabelView` from its type-checked ``[labels]`` table (what can be checked
+    without the models: names, repeats, tables for models the study does not have)."""
+    if table is None:
+        return None
+    try:
+        view = LabelView.from_toml(table.model_dump())
+        view.check_models(names)  # a study's name for a model: its 'name', or its folder's name
+    except LabelViewError as e:
+        raise StudyError(labels_error(e)) from None
+    return view
+
+
+def labels_error(e: LabelViewError) -> str:
+    """A label-view error as a study-config problem (``study config: [labels] ...``)."""
+    msg = str(e)
+    return "study config: " + (msg if msg.startswith("[labels") else f"[labels] {msg}")
 
 
 def config_to_dict(cfg: StudyConfig) -> dict[str, Any]:
@@ -374,6 +410,7 @@ def config_to_dict(cfg: StudyConfig) -> dict[str, Any]:
     d["domain"] = {"name": cfg.domain, **dict(cfg.domain_options)}
     d["models"] = [{"name": m.name, "path": m.path} for m in cfg.models]
     d["data"]["files"] = list(cfg.data.files)
+    d["labels"] = cfg.labels.to_toml() if cfg.labels is not None else None
     return {k: v for k, v in d.items() if v is not None}
 
 
@@ -404,6 +441,11 @@ def load_config(path: str | Path) -> StudyConfig:
 def config_to_json(cfg: StudyConfig) -> dict[str, Any]:
     d = dataclasses.asdict(cfg)
     d.pop("out", None)
+    # the view as its TOML; absent without one, so studies without [labels] keep their fingerprint
+    if cfg.labels is None:
+        d.pop("labels")
+    else:
+        d["labels"] = cfg.labels.to_toml()
     return json.loads(json.dumps(d, default=str))
 
 

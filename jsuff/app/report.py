@@ -64,6 +64,7 @@ __all__ = [
     "format_number",
     "html_table",
     "info_figure",
+    "label_view_frame",
     "rates_figure",
     "summary_text",
     "transfer_figure",
@@ -703,8 +704,9 @@ def _write_report(root: Path, arrays: StudyArrays, max_clips: int) -> Path:
         notes.append(ONE_MODEL_NOTE.format(name=names[0]))
     unknown = unknown_classes(list(st.raw_labels), arrays.label_names)
     if unknown:
+        what = "a label that is not a class of the label view" if meta.get("label_view") else "a class that no model has"
         notes.append(
-            f"{sum(unknown.values())} clip(s) have a class that no model has ("
+            f"{sum(unknown.values())} clip(s) have {what} ("
             + ", ".join(f"{name}: {count}" for name, count in unknown.items())
             + "): they have no true label and the tables use the clips of known classes."
         )
@@ -740,7 +742,7 @@ def _write_report(root: Path, arrays: StudyArrays, max_clips: int) -> Path:
         settings=_settings(st),
         task_table=html_table(tables["task"]) if "task" in tables else None,
         figures=[(title, _data_uri(png)) for _, title, png in figs],
-        tables=[(title, html_table(tables[key])) for key, title in titled if key in tables],
+        tables=_view_tables(meta) + [(title, html_table(tables[key])) for key, title in titled if key in tables],
         failures=failures,
         n_failures=n_failures,
         definitions=definitions,
@@ -751,6 +753,23 @@ def _write_report(root: Path, arrays: StudyArrays, max_clips: int) -> Path:
     page = st.out / st.put("index.html", lambda p: write_text(p, html))
     _prune(st)
     return page
+
+
+def label_view_frame(rows: Sequence[Mapping[str, Any]]) -> Any:
+    """The label view as a table: one row per class, one column per model, each cell the model's
+    outputs that stand for the class (``rows``: ``study.json``'s ``label_view``)."""
+    import pandas as pd
+
+    classes = list(dict.fromkeys(c for r in rows for c in r["classes"]))
+    body = [[c, *(", ".join(r["classes"].get(c, [])) for r in rows)] for c in classes]
+    return pd.DataFrame(body, columns=["class", *(str(r["model"]) for r in rows)])
+
+
+def _view_tables(meta: Mapping[str, Any]) -> list[tuple[str, Markup]]:
+    if not meta.get("label_view"):
+        return []
+    title = "Label view: the outputs of each model that stand for each class (a class's score is their max)"
+    return [(title, html_table(label_view_frame(meta["label_view"])))]
 
 
 def _prune(st: _Study) -> None:
@@ -1039,8 +1058,9 @@ def _data_notes(root: Path) -> list[str]:
         lines.append(f"{failed} data file(s) left out of the study: see {root / 'data' / 'failures.csv'}")
     unknown = summary.get("unknown_class_clips") or {}
     if unknown:
+        what = "a label that is not a class of the label view" if "label_view" in study_record(root) else "a class no model has"
         lines.append(
-            f"{sum(unknown.values())} clip(s) of a class no model has ("
+            f"{sum(unknown.values())} clip(s) of {what} ("
             + ", ".join(f"{c!r}: {k}" for c, k in unknown.items())
             + "): no true label; the tables use the clips of known classes"
         )

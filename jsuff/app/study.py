@@ -42,11 +42,15 @@ zeros once cut to ``duration`` or at some model's rate (nothing to explain), is 
 the console and in ``data/failures.csv``. A disk that fills up, a read-only folder or a damaged unit
 file stops the study with an error naming the file; everything finished before is kept.
 
-Labels across models: every model of a study must have the same set of label names (the task's
-classes); their order may differ and is mapped onto the first model's order. True labels are
-matched to those names; a clip whose label is not among them (a class no model has) has no true
-label (``-1``): the study completes, says how many clips of which classes, and the tables use
-the clips of known classes.
+Labels across models: a study's ``[labels]`` table (a :class:`jsuff.labels.LabelView`) declares the
+task's classes and, per model, which of its outputs stand for each class; every model is then seen
+through its view (:func:`jsuff.labels.view_model`: its scores are the max over each class's tags),
+so models with different label sets take part in one study, and every step (baselines, search,
+transfer labels) works on the task's classes. Without ``[labels]``, every model must have the same
+set of label names; their order may differ and is mapped onto the first model's order. True labels
+are matched to the classes; a clip whose label is not among them (a class no model has, or not a
+class of the view) has no true label (``-1``): the study completes, says how many clips of which
+classes, and the tables use the clips of known classes.
 
 Example:
     >>> from jsuff.app.study import load_config, run_study
@@ -79,6 +83,7 @@ from jsuff.app.config import (
     config_from_dict,
     config_to_json,
     fingerprint,
+    labels_error,
     load_config,
     validate_config,
 )
@@ -98,6 +103,7 @@ from jsuff.app.progress import Progress, log
 from jsuff.app.store import (
     StudyArrays,
     check_shape,
+    damaged,
     load_arrays,
     load_npz,
     model_slugs,
@@ -111,6 +117,7 @@ from jsuff.app.tables import write_tables
 from jsuff.app.versions import software_versions
 from jsuff.domains import get_domain
 from jsuff.explain import explain_many
+from jsuff.labels import LabelViewError, ModelView, resolve_views, view_model
 from jsuff.models.base import Model, ModelError, load_model
 
 # run_study, and the names a study written in Python needs beside it
@@ -127,18 +134,25 @@ __all__ = [
 ]
 
 
-def _label_maps(models: Sequence[Model], names: Sequence[str]) -> tuple[tuple[str, ...], list[np.ndarray]]:
-    """The study's label order (the first model's) and, per model, its index -> study index map."""
-    ref = models[0].labels
-    maps = []
-    for m, name in zip(models, names, strict=True):
-        if sorted(m.labels) != sorted(ref) or len(set(m.labels)) != len(m.labels):
-            raise StudyError(
-                f"model {name!r} has labels {list(m.labels)}, but the study's first model has "
-                f"{list(ref)}: all models of a study must share one set of label names"
-            )
-        maps.append(np.asarray([ref.index(lbl) for lbl in m.labels], np.int32))
-    return tuple(ref), maps
+def _views(cfg: StudyConfig, models: Sequence[Model], names: Sequence[str]) -> dict[str, ModelView]:
+    """Each model's view of the task's classes (:func:`jsuff.labels.resolve_views`): the study's
+    ``[labels]``, or without one the first model's labels, which every model must share."""
+    try:
+        return resolve_views(cfg.labels, {nm: m.labels for nm, m in zip(names, models, strict=True)})
+    except LabelViewError as e:
+        raise StudyError(labels_error(e) if cfg.labels is not None else str(e)) from None
+
+
+def _class_scores(path: Path, z: Any, view: ModelView, label_names: Sequence[str]) -> dict[str, np.ndarray]:
+    """``original.npz``'s logits as class scores in ``label_names`` order. Files of jsuff before
+    label views hold no ``classes`` and the raw logits in the model's own order: its view maps them
+    (the identity for a model whose labels are in the study's order)."""
+    if "classes" not in z:
+        return {k: np.asarray(view.scores(jnp.asarray(z[k]))) for k in ("logits", "empty_logits")}
+    if [str(c) for c in z["classes"]] != list(label_names):
+        raise damaged(path, f"it holds scores for the classes {[str(c) for c in z['classes']]}, this study's "
+                            f"are {list(label_names)}")
+    return {k: z[k] for k in ("logits", "empty_logits")}
 
 
 def _clip_keys(seed: int, model_index: int, clip_index: np.ndarray) -> jax.Array:
@@ -190,7 +204,9 @@ def run_study(
                 raise StudyError(f"model {spec.name!r} ({spec.path}) failed to load: {e}") from None
         names = [s.name for s in cfg.models]
         slugs = model_slugs(names)
-        label_names, maps = _label_maps(models, names)
+        views = _views(cfg, models, names)
+        models = [view_model(m, views[nm]) for m, nm in zip(models, names, strict=True)]  # class scores [B, K]
+        label_names = views[names[0]].classes
         domain = get_domain(cfg.domain, **dict(cfg.domain_options))
         if out_dir.exists() and not out_dir.is_dir():
             raise StudyError(f"--out {out_dir} is a file, not a directory")
@@ -212,7 +228,7 @@ def run_study(
                         if config != fingerprint(cfg):
                             raise StudyError(f"process {processes.index} was given another study config than process 0 "
                                              "(its fingerprint differs): start every process with the same config")
-            return _run_steps(cfg, out_dir, models, names, slugs, label_names, maps, domain, quiet, t0, processes)
+            return _run_steps(cfg, out_dir, models, names, slugs, label_names, views, domain, quiet, t0, processes)
     except FolderLockedError as e:
         raise StudyError(str(e)) from None
     except WriteError as e:
@@ -305,9 +321,11 @@ def _check_grid(models: Sequence[Model], names: Sequence[str], domain: Any, cfg:
             )
 
 
-def _run_steps(cfg, out_dir, models, names, slugs, label_names, maps, domain, quiet, t0, processes) -> StudyArrays:
+def _run_steps(cfg, out_dir, models, names, slugs, label_names, views, domain, quiet, t0, processes) -> StudyArrays:
     """Steps 1-5 of :func:`run_study`, in a checked, locked output directory. Each process does its
-    share of the units of steps 2-4; the leader reads the data (1) and computes the tables (5)."""
+    share of the units of steps 2-4; the leader reads the data (1) and computes the tables (5).
+    ``models`` are seen through their ``views``: their outputs are the task's class scores, in
+    ``label_names`` order."""
     mesh = make_mesh(cfg.devices)
     lead_quiet = quiet if processes.leader else True  # the other processes report their progress only
 
@@ -323,6 +341,9 @@ def _run_steps(cfg, out_dir, models, names, slugs, label_names, maps, domain, qu
                     for nm, spec, m in zip(names, cfg.models, models, strict=True)
                 ],
             }
+            if cfg.labels is not None:  # per model and class, the tags that stand for it (for the report)
+                record["label_view"] = [{"model": nm, "classes": dict(zip(label_names, views[nm].tags, strict=True))}
+                                        for nm in names]
             write_text(out_dir / "study.json", json.dumps(record, indent=2) + "\n")
             clips, paths, item_labels = _load_data(out_dir, cfg, models, names, quiet)
     with processes.step("clips"):
@@ -334,7 +355,8 @@ def _run_steps(cfg, out_dir, models, names, slugs, label_names, maps, domain, qu
     true = np.asarray([label_names.index(lbl) if lbl in label_names else -1 for lbl in item_labels], np.int32)
     unknown = unknown_classes(item_labels, label_names)
     if unknown:
-        log(lead_quiet, f"{sum(unknown.values())} clip(s) have a class no model has ("
+        what = "a label that is not a class of the label view" if cfg.labels is not None else "a class no model has"
+        log(lead_quiet, f"{sum(unknown.values())} clip(s) have {what} ("
             + ", ".join(f"{c!r}: {k}" for c, k in unknown.items())
             + "): they get no true label and are left out of the tables, which use clips of known classes")
     sr = cfg.data.sample_rate
@@ -351,7 +373,7 @@ def _run_steps(cfg, out_dir, models, names, slugs, label_names, maps, domain, qu
                 logits = predict_logits(model, xs, batch=cfg.predict_batch, mesh=mesh)
                 empty_wave = np.asarray(domain.synthesize(domain.analyze(jnp.asarray(xs[0])), jnp.zeros(domain.grid_shape(xs.shape[1]), bool)))
                 empty_logits = predict_logits(model, empty_wave[None].astype(np.float32), batch=1)
-                save_npz(path, logits=logits, empty_logits=empty_logits[0])
+                save_npz(path, logits=logits, empty_logits=empty_logits[0], classes=np.asarray(label_names, dtype=str))
 
     # 3. explanations, batched across clips, one file (one unit) per model and batch
     bsz = cfg.clips_per_batch
@@ -403,7 +425,7 @@ def _run_steps(cfg, out_dir, models, names, slugs, label_names, maps, domain, qu
                 row = np.zeros((len(models), n), np.int32)
                 for gi, g in enumerate(models):
                     xs = np.stack([to_model_rate(s, f.sample_rate, g) for s in suff])
-                    row[gi] = maps[gi][predict_logits(g, xs, batch=cfg.predict_batch, mesh=mesh).argmax(-1)]
+                    row[gi] = predict_logits(g, xs, batch=cfg.predict_batch, mesh=mesh).argmax(-1)
                 save_npz(path, labels=row)
 
     # 5. the arrays and the statistics (process 0)
@@ -414,10 +436,10 @@ def _run_steps(cfg, out_dir, models, names, slugs, label_names, maps, domain, qu
             labels = np.zeros((len(models), len(models), n), np.int32)
             for mi, model in enumerate(models):
                 path = out_dir / "models" / slugs[names[mi]] / "original.npz"
-                z = load_npz(path, ("logits", "empty_logits"))
+                scores = _class_scores(path, load_npz(path, ("logits", "empty_logits")), views[names[mi]], label_names)
                 c = model.num_classes
-                original[mi] = maps[mi][check_shape(path, "logits", z["logits"], (n, c)).argmax(-1)]
-                empty[mi] = maps[mi][int(check_shape(path, "empty_logits", z["empty_logits"], (c,)).argmax())]
+                original[mi] = check_shape(path, "logits", scores["logits"], (n, c)).argmax(-1)
+                empty[mi] = int(check_shape(path, "empty_logits", scores["empty_logits"], (c,)).argmax())
                 path = out_dir / "transfer" / f"{slugs[names[mi]]}.npz"
                 labels[mi] = check_shape(path, "labels", load_npz(path, ("labels",))["labels"], (len(models), n))
             per_model = [explanations(fi) for fi in range(len(models))]
