@@ -43,11 +43,11 @@ Reproduced on purpose (each also commented where it happens):
 Example:
     >>> import jax.numpy as jnp
     >>> from flax import nnx
-    >>> cfg = {"nb_samp": 16000, "first_conv": 16, "filts": [70, [1, 4], [4, 4], [4, 8], [8, 8]],
+    >>> cfg = {"nb_samp": 4000, "first_conv": 16, "filts": [70, [1, 4], [4, 4], [4, 8], [8, 8]],
     ...        "gat_dims": [8, 8], "pool_ratios": [0.5, 0.7, 0.5, 0.5],
     ...        "temperatures": [2.0, 2.0, 100.0, 100.0]}
     >>> m = build(cfg, nnx.Rngs(0)); m.eval()
-    >>> m(jnp.zeros((2, 16000))).shape
+    >>> m(jnp.zeros((2, 4000))).shape
     (2, 2)
 """
 
