@@ -16,12 +16,12 @@
 
 Sizing. A musicnn forward pass on a 3.2 s excerpt costs about 0.13 s on a shared 2-core CPU (the
 VGGs under half that), and one explanation with the search defaults (20 iterations, depth 10) and
-10-bin extraction chunks took 5,500 model calls (13 minutes) for a musicnn model; 40 excerpts x 4
-models would take most of a day on such a machine. :data:`FULL` therefore keeps depth 10 and the
-minimum box of 10 bins, but runs 8 iterations and extracts in 50-bin chunks (15.6 Hz at 3.2 s),
-about 1,900 calls (4 minutes) for that explanation; :data:`QUICK` is a smoke test. Clips whose
-label a model also gives to silence are explained by the empty signal (the trivial case) at almost
-no cost.
+10-bin extraction chunks took 5,500 model calls (13 minutes) for a musicnn model; 30 excerpts x 4
+models would take most of a day on such a machine. :data:`FULL` therefore keeps the minimum box of
+10 bins but runs 4 iterations of depth 7 and extracts in 100-bin chunks (31 Hz at 3.2 s): 210-735
+model calls per explanation on average, the whole study in 43 minutes on that CPU (the run of
+docs/music_study.md); :data:`QUICK` is a smoke test. Clips whose label a model also gives to
+silence are explained by the empty signal (the trivial case) at almost no cost.
 
 Example:
     >>> result = run_music_study("runs/music")  # hours of work, needs the soundtracks  # doctest: +SKIP
@@ -87,10 +87,10 @@ class MusicSettings:
     per_genre: int = 10
     seconds: float = 3.2
     margin: float = 1.25
-    iters: int = 8
-    tree_depth: int = 10
+    iters: int = 4
+    tree_depth: int = 7
     min_box_size: int = 10
-    chunk_size: int = 50
+    chunk_size: int = 100
     prefixes_per_call: int = 64
     max_batch: int = 64
     clips_per_batch: int = 4
