@@ -76,6 +76,8 @@ from jsuff.evaluate import (
     prepare,
     replicate,
     resolve_axis,
+    platform_of,
+    resolve_batch,
     top1_and_confidence,
 )
 
@@ -228,7 +230,7 @@ class Problem:
         full_label, full_confidence: ``[N]`` the same on the full reconstruction (the goal of
             ``complete``).
         config: :class:`ExtractConfig`, its ``chunk_size`` resolved.
-        max_batch: waveforms per model call at most.
+        max_batch: waveforms per model call at most (resolved: :func:`jsuff.evaluate.resolve_batch`).
         mesh, axis: shard each model call over this mesh axis.
     """
 
@@ -432,7 +434,7 @@ def describe(
     clips: Clips,
     config: ExtractConfig | str = ExtractConfig(),
     *,
-    max_batch: int = 64,
+    max_batch: int | None = None,
     mesh: Mesh | None = None,
     mesh_axis: str | None = None,
 ) -> tuple[Problem, np.ndarray]:
@@ -445,17 +447,16 @@ def describe(
         and ``[N]`` model queries (2 per clip).
     """
     domain, config = as_domain(domain), as_extract_config(config)
-    platform = jax.default_backend() if mesh is None else mesh.devices.flat[0].platform
     config = dataclasses.replace(
-        config, chunk_size=config.resolved_chunk_size(), prefixes_first_call=config.resolved_first_call(platform)
+        config, chunk_size=config.resolved_chunk_size(), prefixes_first_call=config.resolved_first_call(platform_of(mesh))
     )
     n = clips.targets.shape[0]
     cells = int(np.prod(domain.grid_shape(clips.coeffs.num_samples)))
     unknown = np.full(n, -1, np.int32), np.full(n, np.nan, np.float32)  # the two calls below tell
     problem = Problem(
         apply_fn, params, domain, clips.coeffs, np.asarray(clips.targets, np.int32),
-        np.asarray(clips.confidence, np.float32), *unknown, *unknown, config, max_batch, mesh,
-        resolve_axis(mesh, mesh_axis),
+        np.asarray(clips.confidence, np.float32), *unknown, *unknown, config,
+        resolve_batch(max_batch, mesh, resolve_axis(mesh, mesh_axis)), mesh, resolve_axis(mesh, mesh_axis),
     )
     nc = -(-cells // config.chunk_size)  # the extraction's call shapes, so nothing compiles twice
     ends = np.array([[False] * nc, [True] * nc])
@@ -478,7 +479,7 @@ def for_clips(
     config: ExtractConfig | str = ExtractConfig(),
     *,
     targets: Any = None,
-    max_batch: int = 64,
+    max_batch: int | None = None,
     mesh: Mesh | None = None,
     mesh_axis: str | None = None,
 ) -> tuple[Problem, np.ndarray]:

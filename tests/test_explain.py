@@ -49,7 +49,14 @@ def test_multiclass_loudest_band(loudest):
     assert ((kept >= 128) & (kept < 192)).all(), f"kept bins {kept} leave band 2"
     assert e.sufficient_label == 2 and e.empty_label == 0 and not e.empty_is_target
     assert e.size_fraction == pytest.approx(kept.size / 257)
-    assert 0 < e.energy_fraction < 1 and e.necessary
+    assert 0 < e.energy_fraction < 1
+    # the default search stopped after 4 of the 6 iterations (its top set held from round 1 to 2);
+    # its first chunk is band-2 noise, sufficient once the other bands are gone but not necessary.
+    # All 6 iterations in one round rank the tone at bin 150 first: that set is also necessary.
+    assert e.search_iterations == 4
+    walked = explain(band_mlp, LOUDEST, loudest_clip(), config=dataclasses.replace(CFG, stop_overlap=None), key=KEY)
+    assert walked.search_iterations == CFG.iters and walked.necessary and walked.mask[150]
+    assert walked.verified and walked.minimal is True and 0 < walked.energy_fraction < 1
     # the clip, the search, empty + full signals, the scan (prefix 1 alone: it passes), no
     # certificate row (removing the one chunk leaves the empty signal, already known not to pass),
     # the final check (the set and its complement)
