@@ -99,7 +99,7 @@ def _clips(bm: Any, n: int) -> list[tuple[str, np.ndarray]]:
     return C._not_trivial(bm.model, [(f"clip_{s}", C.clip(s)) for s in range(200)], n)
 
 
-def explain_rows(name: str, settings: list[str], n: int, count: int) -> list[dict[str, Any]]:
+def explain_rows(name: str, settings: list[str], n: int, count: int, key_offset: int = 0) -> list[dict[str, Any]]:
     """One row per (clip, setting) of model ``name``."""
     import jax
 
@@ -112,8 +112,8 @@ def explain_rows(name: str, settings: list[str], n: int, count: int) -> list[dic
 
     def run(apply_fn: Any, s: str, i: int) -> Any:
         search, ext = cfgs[s]
-        return explain(apply_fn, bm.model.params, clips[i][1], config=search, extract=ext, key=jax.random.key(i),
-                       quiet=True)
+        return explain(apply_fn, bm.model.params, clips[i][1], config=search, extract=ext,
+                       key=jax.random.key(key_offset + i), quiet=True)
 
     compile_s = {}
     for s in settings:  # compile every stage once per setting
@@ -225,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--settings", default="old,default", help=f"comma-separated, of {sorted(PRESETS)}")
     p.add_argument("--clips", type=int, default=12, help="clips per model")
     p.add_argument("--count", type=int, default=2, help="clips per model whose evaluated rows are counted")
+    p.add_argument("--key-offset", type=int, default=0,
+                   help="clip i is explained with key(offset + i): another offset measures the keys' own spread")
     p.add_argument("--study", action="store_true", help="also run the speech study once per setting")
     p.add_argument("--study-search", choices=("study", "default"), default="study",
                    help="the study's own search settings (iters 1, depth 4, min box 16) or the default search")
@@ -239,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     if args.models != "none":
         for name in args.models.split(","):
-            rows += explain_rows(name, settings, args.clips, args.count)
+            rows += explain_rows(name, settings, args.clips, args.count, args.key_offset)
     summary = summarise(rows, settings) if rows else []
     if summary:
         print("\nsummary (medians over clips; ratios against the first setting)")

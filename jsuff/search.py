@@ -47,6 +47,11 @@ cost O(grid) per depth, and do not depend on chunking, batching or devices. Rand
 word a clip's walks draw comes up front from that clip's key alone, so batched clips equal
 one-at-a-time, and the same key gives the same trees.
 
+**Rounds that stop.** With ``SearchConfig.round_iters`` and ``stop_overlap`` set (the defaults)
+the iterations are walked in rounds (:func:`walk_rounds`, a ``lax.while_loop`` over rounds in the
+same compiled call) and a clip stops once the top cells of its target map are the ones it had
+with half the iterations (``SearchConfig`` gives the rule, docs/statistics.md what it changes).
+
 **Embedding.** :func:`responsibility_maps` is traceable: inside a caller's ``jax.jit`` or
 ``jax.vmap`` (over clips, keys, targets) it becomes part of the caller's program.
 :func:`walk` runs any subset of the iterations (a slice of :func:`iteration_draws`), and
@@ -199,7 +204,7 @@ class SearchConfig:
     map_combination: str = "additive"
     cut_rule: str = "interior"
     round_iters: int | None = 2
-    stop_cells: int = 20
+    stop_cells: int = 200
     stop_overlap: float | None = 0.7
 
     def __post_init__(self) -> None:
