@@ -177,7 +177,9 @@ def study(settings: list[str], search: str, out_root: Path) -> list[dict[str, An
 
     from benchmarks import _common as C
     from jsuff.app.realdemo import SPEECH_MODELS, convert_models
-    from jsuff.app.study import config_from_dict, config_to_dict, load_arrays, run_study, compute_tables
+    from jsuff.app.config import config_to_dict
+    from jsuff.app.study import config_from_dict, load_arrays, run_study
+    from jsuff.app.tables import compute_tables
 
     manifest, rd = C.speech_task()
     paths = convert_models(list(SPEECH_MODELS.items()), C.RESULTS / "models")
