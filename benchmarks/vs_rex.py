@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         t = clips[0][1].size
         predict = RexPrediction(R, apply_fn, params, t, args.rex_batch)
         compile_s = None
-        for i, (seed, x) in enumerate(clips):
+        for i, (seed, x, _) in enumerate(clips):
             key = jax.random.key(seed)
             def run() -> Any:  # quiet: no progress lines or cost calibration inside the timing
                 return explain(apply_fn, params, x, config=config, extract=ext, key=key, quiet=True)
