@@ -16,7 +16,7 @@
   (:data:`TYPICAL_STOP_ITERATIONS`, at least two rounds), and the extraction's (the clip, its
   empty and full signals, the prefix scans of a set of :data:`TYPICAL_SET_CHUNKS` chunks in
   blocks that grow from ``prefixes_first_call``, its certificate and the final check);
-* the **time**, from a calibration call: one batch of ``max_batch`` masked candidates of the
+* the **time**, from a calibration call: one batch of ``Cost.batch`` masked candidates of the
   longest clip is synthesised and classified twice (:func:`jsuff.evaluate.candidate_labels`); the
   first call's extra time is compilation. Time = batches of queries x seconds per batch.
 
