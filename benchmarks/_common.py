@@ -6,9 +6,15 @@ Every script builds its models here so that "the same model" means the same thin
 * ``wav2vec2-<size>`` / ``hubert-<size>`` / ``wavlm-<size>``: a transformers model built from a config with seeded
   random weights, saved with ``save_pretrained`` and converted through ``converters.convert``
   (the public path), sizes from :data:`W2V2_SIZES` (``tiny``, ``mini``, ``small``, ``base``);
-* ``ast-<size>``: the same for the Audio Spectrogram Transformer (``tiny``, ``small``).
+* ``ast-<size>``: the same for the Audio Spectrogram Transformer (``tiny``, ``small``);
+* ``zoo:<member>``: a trained zoo model (``zoo:melcnn``, ``zoo:rawnet2``, ``zoo:ast``,
+  ``zoo:wav2vec2``, :mod:`jsuff.app.zoo`), with :func:`zoo_clips` from its test split;
+* ``speech:<name>``: a real speech detector of the realdemo's speech study (``speech:silero_jit``,
+  ``silero_st``, ``javad_tiny``, ``pulsevad_2k``, ``pulsevad_81k``), converted from its installed
+  wheel into ``benchmarks/results/models/``, with :func:`speech_clips` (the study's clips).
 
-Random weights are enough to time things; nothing here claims the explanations mean anything.
+Random weights are enough to time things; the zoo and the speech detectors are trained, so their
+explanations also say something about the models.
 """
 
 from __future__ import annotations
@@ -81,10 +87,15 @@ class BenchModel:
 
 
 def model_names() -> list[str]:
+    from jsuff.app.realdemo import SPEECH_MODELS
+    from jsuff.app.zoo import ZOO
+
     return (
         ["bandpower"]
         + [f"{f}-{s}" for f in _W2V2_CLASSES for s in W2V2_SIZES]
         + [f"ast-{s}" for s in AST_SIZES]
+        + [f"zoo:{m.name}" for m in ZOO]
+        + [f"speech:{n}" for n in SPEECH_MODELS]
     )
 
 
@@ -102,6 +113,21 @@ def build(name: str) -> BenchModel:
     """A :class:`BenchModel` by name (see :func:`model_names`)."""
     if name == "bandpower":
         return bandpower()
+    if name.startswith("zoo:"):
+        from jsuff.app.zoo import load_zoo
+
+        member = name.removeprefix("zoo:")
+        return BenchModel(name, load_zoo(names=[member])[member])
+    if name.startswith("speech:"):
+        from jsuff.app.realdemo import SPEECH_MODELS, convert_models
+
+        short = name.removeprefix("speech:")
+        if short not in SPEECH_MODELS:
+            raise ValueError(f"unknown speech detector {short!r}; choose from {sorted(SPEECH_MODELS)}")
+        from jsuff.models import load_model
+
+        (path,) = convert_models([(short, SPEECH_MODELS[short])], RESULTS / "models")
+        return BenchModel(name, load_model(path))
     family, _, size = name.partition("-")
     if family in _W2V2_CLASSES and size in W2V2_SIZES:
         return _converted(name, *_W2V2_CLASSES[family], W2V2_SIZES[size], _w2v2_inputs)
@@ -148,6 +174,83 @@ def clip(seed: int, seconds: float = 1.0, sample_rate: int = SAMPLE_RATE) -> np.
         for f, a, p in zip(rng.uniform(80, sample_rate / 2.5, 3), rng.uniform(0.1, 0.5, 3), rng.uniform(0, 6.3, 3))
     )
     return (x + 0.02 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+def top1(apply_fn: Callable, params: Any, waveforms: Any) -> np.ndarray:
+    """The model's label on each waveform (a one-logit model read as binary, as jsuff does)."""
+    from jsuff.evaluate import class_logits, predict
+
+    return np.asarray(class_logits(predict(apply_fn, params, waveforms, batch=16))).argmax(-1)
+
+
+def _not_trivial(model: Any, named: list[tuple[str, np.ndarray]], n: int, *, exact: bool = True
+                 ) -> list[tuple[str, np.ndarray]]:
+    """The first ``n`` clips whose label differs from the empty signal's (silence: with everything
+    removed an rfft clip is all zeros), else the explanation is trivial; fewer only when not
+    ``exact``."""
+    empty = top1(model.apply, model.params, np.zeros((1, named[0][1].size), np.float32))[0]
+    labels = top1(model.apply, model.params, np.stack([x for _, x in named]))
+    out = [c for c, lab in zip(named, labels) if lab != empty][:n]
+    if exact and len(out) < n:
+        raise RuntimeError(f"only {len(out)} of {len(named)} clips get a label other than the empty signal's")
+    return out
+
+
+def zoo_clips(model: Any, n: int) -> list[tuple[str, np.ndarray]]:
+    """``(name, waveform)`` of the first ``n`` clips of the zoo's test split (clip index, then
+    class, as :func:`jsuff.app.zoo.make_dataset` orders them) whose label differs from the empty
+    signal's."""
+    from jsuff.app.zoo.data import CLASS_NAMES, make_clip
+    from jsuff.app.zoo.registry import DATA_SEED, N_PER_CLASS
+
+    test = [
+        (f"test_{i:02d}_{c}", make_clip(c, np.random.default_rng([DATA_SEED, 2, ci, i])))
+        for i in range(N_PER_CLASS[2]) for ci, c in enumerate(CLASS_NAMES)
+    ]
+    return _not_trivial(model, test, n)
+
+
+def speech_task() -> tuple[Path, Any]:
+    """The realdemo's speech task (its clips, made once under ``benchmarks/results/speech_data``
+    with espeak-ng) and its default config."""
+    from jsuff.app.realdemo import RealDemoConfig, make_speech_task
+
+    cfg = RealDemoConfig()
+    folder = RESULTS / "speech_data"
+    manifest = folder / "manifest.csv"
+    if not manifest.exists():
+        make_speech_task(folder, n_speech=cfg.n_speech, n_nonspeech=cfg.n_nonspeech, duration=cfg.speech_duration,
+                         seed=cfg.seed)
+    return manifest, cfg
+
+
+def speech_clips(model: Any, n: int) -> list[tuple[str, np.ndarray]]:
+    """``(name, waveform)`` of the speech study's clips whose label differs from the empty signal's
+    (the speech clips: every detector says ``no_speech`` to silence), at most ``n``."""
+    from jsuff.audio import load_audio
+
+    manifest, _ = speech_task()
+    rows = [line.split(",")[0] for line in manifest.read_text().splitlines()[1:]]
+    named = [(r, load_audio(manifest.parent / r)[0]) for r in rows]
+    return _not_trivial(model, named, n, exact=False)
+
+
+def counting(apply_fn: Callable) -> tuple[Callable, list[int]]:
+    """``apply_fn`` that also adds the rows of every call it makes to ``counter[0]`` as the call
+    runs (a host callback), padding included: the rows the model really evaluated. A new function
+    object, so it compiles apart from ``apply_fn``; for counting, not for timing."""
+    import jax
+
+    counter = [0]
+
+    def add(rows: Any) -> None:
+        counter[0] += int(rows)
+
+    def counted(params: Any, x: Any) -> Any:
+        jax.debug.callback(add, x.shape[0])
+        return apply_fn(params, x)
+
+    return counted, counter
 
 
 def candidates(seconds: float, batch: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

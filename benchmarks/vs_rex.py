@@ -11,10 +11,16 @@ Both tools explain the model's top-1 label on each clip over the 1-D rfft grid o
   classifies them with a jitted call of the same ``apply(params, waveforms)`` that jsuff searches
   with (compiled before timing; batches padded to a fixed size so nothing recompiles); it counts
   the model queries. ReX queries its 1-D search one mutant per call; its extraction is given
-  ``batch_size`` = jsuff's ``max_batch``.
-* **jsuff** runs :func:`jsuff.explain` (batched search, global insertion, no minimality
-  certificate, as ReX has none; ``prefixes_per_call`` = ``max_batch``, like ReX's extraction
-  batch), timed warm; the first call's compile time is reported apart.
+  ``batch_size`` = ``--rex-batch`` (64).
+* **jsuff** runs :func:`jsuff.explain` with its default settings (batched search in rounds that
+  stop once the top set is stable, global insertion with a growing scan) except the minimality
+  certificate, which is off as ReX has none; ``--max-batch`` overrides its candidates per call.
+  Timed warm; the first call's compile time is reported apart.
+
+Models: the random-weight benchmark models and the trained ones (``zoo:ast``, ``zoo:wav2vec2``,
+``zoo:melcnn``, ``zoo:rawnet2``, whose clips come from the zoo's test split, and the real speech
+detectors ``speech:<name>`` on the speech study's clips); every clip's label differs from the
+empty signal's (else the explanation is trivial).
 
 Reported per clip: wall time per explanation, model queries, sufficient-set size (fraction of
 bins), and cross-verification: ReX's set checked by jsuff (its synthesis through jsuff's
@@ -34,6 +40,7 @@ Usage::
     python -m benchmarks.vs_rex                                   # ast-tiny and bandpower, 3 clips
     python -m benchmarks.vs_rex --models wav2vec2-mini --iters 5 --clips 2
     python -m benchmarks.vs_rex --seconds 5 --models bandpower    # a longer clip (40001 bins)
+    python -m benchmarks.vs_rex --models zoo:ast,zoo:wav2vec2,zoo:melcnn,zoo:rawnet2 --clips 8
 """
 
 from __future__ import annotations
@@ -188,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iters", type=int, default=20)
     p.add_argument("--depth", type=int, default=10)
     p.add_argument("--min-box", type=int, default=10)
-    p.add_argument("--max-batch", type=int, default=64, help="jsuff candidates per call; ReX's extraction batch")
+    p.add_argument("--max-batch", type=int, default=None, help="jsuff candidates per call (default: jsuff's)")
+    p.add_argument("--rex-batch", type=int, default=64, help="ReX's extraction batch_size")
     p.add_argument("--out", type=Path, default=C.RESULTS / "vs_rex.json")
     args = p.parse_args(argv)
 
@@ -203,17 +211,18 @@ def main(argv: list[str] | None = None) -> int:
 
     env = {**C.environment(), "rex_xai": version("rex-xai"), "rex_numpy_note": "numpy from the venv (2.x)"}
     C.print_env(env)
-    config = SearchConfig(iters=args.iters, tree_depth=args.depth, min_box_size=args.min_box, max_batch=args.max_batch)
-    ext = ExtractConfig(certify=False, prefixes_per_call=args.max_batch)  # ReX: batch_size prefixes per call
+    batch = {} if args.max_batch is None else {"max_batch": args.max_batch}
+    config = SearchConfig(iters=args.iters, tree_depth=args.depth, min_box_size=args.min_box, **batch)
+    ext = ExtractConfig(certify=False)  # ReX has no certificate
     rows, summary = [], []
     for name in args.models.split(","):
         bm = C.build(name)
         apply_fn, params = bm.model.apply, bm.model.params
-        t = int(args.seconds * C.SAMPLE_RATE)
-        predict = RexPrediction(R, apply_fn, params, t, args.max_batch)
-        clips = _pick_clips(apply_fn, params, t, args.clips, args.seconds)
+        clips = _pick_clips(bm, args.clips, args.seconds)
+        t = clips[0][1].size
+        predict = RexPrediction(R, apply_fn, params, t, args.rex_batch)
         compile_s = None
-        for i, (seed, x) in enumerate(clips):
+        for i, (seed, x, _) in enumerate(clips):
             key = jax.random.key(seed)
             def run() -> Any:  # quiet: no progress lines or cost calibration inside the timing
                 return explain(apply_fn, params, x, config=config, extract=ext, key=key, quiet=True)
@@ -222,20 +231,22 @@ def main(argv: list[str] | None = None) -> int:
                 compile_s, _ = C.timed(run)
             js_s, e = C.timed(run)
             r = run_rex(R, predict, x, iters=args.iters, depth=args.depth, min_box=args.min_box,
-                        batch=args.max_batch, seed=seed)
+                        batch=args.rex_batch, seed=seed)
             coeffs = RFFT().analyze(jax.numpy.asarray(x))
             rex_wave = RFFT().synthesize(coeffs, jax.numpy.asarray(r["mask"]))[None]
-            rex_ok_by_jsuff = _top1(apply_fn, params, rex_wave)[0] == e.target
+            rex_ok_by_jsuff = C.top1(apply_fn, params, rex_wave)[0] == e.target
             problem, _ = for_clips(apply_fn, params, RFFT(), x, dataclasses.replace(ext, chunk_size=args.min_box),
-                                   targets=r["target"], max_batch=args.max_batch)
+                                   targets=r["target"], **batch)
             (from_rex_map,) = extract(problem, r["map"][None])
             row = {
-                "model": name, "clip_seed": seed, "seconds_audio": args.seconds, "bins": e.mask.size,
+                "model": name, "clip": clips[i][2], "clip_seed": seed, "seconds_audio": t / bm.model.sample_rate,
+                "bins": e.mask.size,
                 "iters": args.iters, "depth": args.depth, "min_box": args.min_box,
                 "target_jsuff": e.target, "target_rex": r["target"],
                 "jsuff_s": js_s, "rex_s": r["seconds"], "speedup": r["seconds"] / js_s,
                 "rex_search_s": r["search_seconds"], "jsuff_compile_s": compile_s - js_s if i == 0 else None,
                 "jsuff_queries": e.queries, "jsuff_search_queries": e.search_queries,
+                "jsuff_iterations": getattr(e, "search_iterations", None),
                 "rex_queries": r["queries"], "rex_search_queries": r["search_queries"],
                 "jsuff_size": e.size_fraction, "rex_size": float(r["mask"].mean()),
                 "rex_map_jsuff_extract_size": float(from_rex_map.mask.mean()) if from_rex_map.found else 1.0,
@@ -252,12 +263,16 @@ def main(argv: list[str] | None = None) -> int:
             "jsuff_s_median": statistics.median(r["jsuff_s"] for r in mine),
             "rex_s_median": statistics.median(r["rex_s"] for r in mine),
             "speedup_median": statistics.median(r["speedup"] for r in mine),
+            "speedup_of_medians": statistics.median(r["rex_s"] for r in mine)
+            / statistics.median(r["jsuff_s"] for r in mine),
             "jsuff_compile_s": mine[0]["jsuff_compile_s"],
             "jsuff_queries_median": statistics.median(r["jsuff_queries"] for r in mine),
+            "jsuff_search_queries_median": statistics.median(r["jsuff_search_queries"] for r in mine),
             "rex_queries_median": statistics.median(r["rex_queries"] for r in mine),
             "jsuff_size_median": statistics.median(r["jsuff_size"] for r in mine),
             "rex_size_median": statistics.median(r["rex_size"] for r in mine),
             "rex_map_jsuff_extract_size_median": statistics.median(r["rex_map_jsuff_extract_size"] for r in mine),
+            "jsuff_verified": sum(r["jsuff_verified_by_jsuff"] for r in mine) / len(mine),
             "cross_verified": all(r["jsuff_verified_by_rex"] and r["rex_verified_by_jsuff"] for r in mine),
         })
     print("\nsummary (medians over clips)")
@@ -266,26 +281,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _pick_clips(apply_fn: Any, params: Any, t: int, n: int, seconds: float) -> list[tuple[int, np.ndarray]]:
-    """``n`` test clips whose label differs from the empty signal's (else the answer is trivial)."""
+def _pick_clips(bm: Any, n: int, seconds: float) -> list[tuple[int, np.ndarray, str]]:
+    """``(seed, clip, name)`` of ``n`` clips whose label differs from the empty signal's (else the
+    answer is trivial): the zoo's test split for zoo models, the speech study's clips for the
+    speech detectors (at most its speech clips), else ``_common.clip(seed)`` for seeds 0, 1, ...."""
     from benchmarks import _common as C
 
-    empty = _top1(apply_fn, params, np.zeros((1, t), np.float32))[0]
-    out = []
-    for seed in range(200):
-        x = C.clip(seed, seconds)
-        if _top1(apply_fn, params, x[None])[0] != empty:
-            out.append((seed, x))
-            if len(out) == n:
-                return out
-    raise RuntimeError(f"fewer than {n} of 200 clips get a label other than the empty signal's ({empty})")
-
-
-def _top1(apply_fn: Any, params: Any, waveforms: Any) -> list[int]:
-    """The model's label on each waveform (a one-logit model read as binary, as jsuff does)."""
-    from jsuff.evaluate import class_logits, predict
-
-    return np.asarray(class_logits(predict(apply_fn, params, waveforms))).argmax(-1).tolist()
+    if bm.name.startswith("zoo:"):
+        return [(i, x, name) for i, (name, x) in enumerate(C.zoo_clips(bm.model, n))]
+    if bm.name.startswith("speech:"):
+        return [(i, x, name) for i, (name, x) in enumerate(C.speech_clips(bm.model, n))]
+    named = [(f"clip_{seed}", C.clip(seed, seconds)) for seed in range(200)]
+    return [(int(name.removeprefix("clip_")), x, name) for name, x in C._not_trivial(bm.model, named, n)]
 
 
 if __name__ == "__main__":

@@ -11,10 +11,12 @@
 * the **model queries**: the search's bound, ``iters x (14 + 42 x tree_depth)`` per clip (14
   mutants of the root box, then up to 3 boxes of 14 mutants per depth; SPEC §3), the expected
   count for the grid (a box shrinks about 4x per depth, so the walk cannot go deeper than
-  ``log4(cells / min_box_size)``; walks that stop early, when no mutant passes, use fewer), and
-  the extraction's (the clip, its empty and full signals, one prefix scan of up to
-  ``prefixes_per_call`` sets, the certificate and the final check);
-* the **time**, from a calibration call: one batch of ``max_batch`` masked candidates of the
+  ``log4(cells / min_box_size)``; walks that stop early, when no mutant passes, use fewer) over
+  the iterations a search that stops (``SearchConfig.stop_overlap``) typically walks
+  (:data:`TYPICAL_STOP_ITERATIONS`, at least two rounds), and the extraction's (the clip, its
+  empty and full signals, the prefix scans of a set of :data:`TYPICAL_SET_CHUNKS` chunks in
+  blocks that grow from ``prefixes_first_call``, its certificate and the final check);
+* the **time**, from a calibration call: one batch of ``Cost.batch`` masked candidates of the
   longest clip is synthesised and classified twice (:func:`jsuff.evaluate.candidate_labels`); the
   first call's extra time is compilation. Time = batches of queries x seconds per batch.
 
@@ -25,6 +27,8 @@ Example:
     >>> c = estimate_cost(apply, None, np.ones(4000, np.float32), config=SearchConfig(iters=4), calibrate=False)
     >>> c.grid_shape, c.max_search_queries, c.expected_search_queries
     ((2001,), 1736, 560)
+    >>> estimate_cost(apply, None, np.ones(4000, np.float32), calibrate=False).expected_search_queries  # stops
+    1120
 """
 
 from __future__ import annotations
@@ -49,6 +53,8 @@ from jsuff.evaluate import (
     host_only,
     model_call,
     model_jit,
+    platform_of,
+    resolve_batch,
 )
 from jsuff.extract import ExtractConfig, as_extract_config
 from jsuff.progress import duration
@@ -57,6 +63,8 @@ from jsuff.search import SUBSETS, SearchConfig
 __all__ = [
     "LARGE_GRID_CELLS",
     "LARGE_GRID_FACTOR",
+    "TYPICAL_SET_CHUNKS",
+    "TYPICAL_STOP_ITERATIONS",
     "Cost",
     "CostWarning",
     "bounds",
@@ -71,6 +79,12 @@ __all__ = [
 LARGE_GRID_FACTOR = 8
 #: ... and so is any grid of more cells than this (about 2 minutes of 16 kHz audio in the stft).
 LARGE_GRID_CELLS = 4_000_000
+
+#: Iterations a search that may stop (``SearchConfig.stop_overlap``) typically walks: the median
+#: over the trained zoo models at the default settings (benchmarks/README.md, "Fewer queries").
+TYPICAL_STOP_ITERATIONS = 8
+#: Chunks of a typical sufficient set: the median over the same explanations (3.5), rounded up.
+TYPICAL_SET_CHUNKS = 4
 
 _MUTANTS = len(SUBSETS)  # 14
 _BOXES = 3  # a job holds up to 3 boxes below the root
@@ -90,10 +104,12 @@ class Cost:
         domain: the domain's name; grid_shape, cells: the longest clip's grid.
         max_search_queries: the search's bound over all clips (``iters x (14 + 42 x tree_depth)``
             per clip).
-        expected_search_queries: the bound with the depth each clip's grid allows.
+        expected_search_queries: the bound with the depth each clip's grid allows, over the
+            iterations the search typically walks (all ``iters``, or
+            :data:`TYPICAL_STOP_ITERATIONS` when it may stop).
         expected_extract_queries: about what the extraction asks (the clips, their empty and full
-            signals, the prefix scan, the certificate, the final check).
-        batch: candidates per model call (``SearchConfig.max_batch``).
+            signals, the prefix scans and certificate of a typical set, the final check).
+        batch: candidates per model call (``SearchConfig.max_batch``, resolved for the platform).
         seconds_per_batch, compile_seconds: the calibration call (``None``: not calibrated).
         seconds: the estimated time of the model queries (``None``: not calibrated); compiling the
             search and the extraction comes on top, each about ``compile_seconds``.
@@ -191,21 +207,52 @@ def _search_queries(levels: int, iters: int) -> int:
     return 0 if levels == 0 else iters * _MUTANTS * (1 + _BOXES * (levels - 1))
 
 
-def _extract_queries(cells: int, config: SearchConfig, extract: ExtractConfig) -> int:
+def _walked(config: SearchConfig) -> int:
+    """Iterations the search typically walks: all, or where one that may stop typically stops (in
+    whole rounds, and never before the end of round 2, its first chance)."""
+    size = config.round_iters
+    if config.stop_overlap is None or size is None or size >= config.iters:
+        return config.iters
+    rounds = max(2, -(-TYPICAL_STOP_ITERATIONS // size))
+    return min(config.iters, rounds * size)
+
+
+def _scan_rows(k: int, chunks: int, first: int, widest: int) -> int:
+    """Rows a scan over prefixes ``1..chunks`` asks to find prefix ``k``: blocks of ``first``,
+    twice that, ... up to ``widest`` (the extraction's schedule)."""
+    asked, width = 0, first
+    while asked < min(k, chunks):
+        asked, width = min(asked + width, chunks), min(2 * width, widest)
+    return asked
+
+
+def _extract_queries(cells: int, config: SearchConfig, extract: ExtractConfig, platform: str = "cpu") -> int:
     chunks = -(-cells // extract.resolved_chunk_size(config.min_box_size))
+    k = min(TYPICAL_SET_CHUNKS, chunks)
+    scan = _scan_rows(k, chunks, extract.resolved_first_call(platform), extract.prefixes_per_call)
     scans = {"sufficient": 1, "contrastive": 2, "complete": 3}[extract.mode]
-    certificate = 16 * (2 if extract.prune else 1)  # the chunks of a typical set, removed one at a time
-    return 3 + scans * min(chunks + 1, extract.prefixes_per_call) + certificate + 2
+    # the set's chunks removed one at a time, less the last (its scan answered it); pruning twice
+    certificate = (k - 1) * (2 if extract.prune else 1) if extract.certify or extract.prune else 0
+    return 3 + scans * scan + certificate + 2
 
 
-def clip_queries(cells: int, config: SearchConfig, extract: ExtractConfig) -> tuple[int, int]:
-    """Expected model queries of one clip whose grid has ``cells`` cells: ``(search, extraction)``.
+def clip_queries(
+    cells: int, config: SearchConfig, extract: ExtractConfig, platform: str | None = None
+) -> tuple[int, int]:
+    """Expected model queries of one clip whose grid has ``cells`` cells: ``(search, extraction)``,
+    the extraction's scans as they run on ``platform`` (default: JAX's default backend).
 
     Example:
-        >>> clip_queries(2001, SearchConfig(iters=4), ExtractConfig())
-        (560, 223)
+        >>> clip_queries(2001, SearchConfig(iters=4), ExtractConfig(), "cpu")
+        (560, 15)
+        >>> clip_queries(2001, SearchConfig(iters=4), ExtractConfig(), "gpu")  # one wide first call
+        (560, 209)
     """
-    return _search_queries(_levels(cells, config), config.iters), _extract_queries(cells, config, extract)
+    platform = platform_of(None) if platform is None else platform
+    return (
+        _search_queries(_levels(cells, config), _walked(config)),
+        _extract_queries(cells, config, extract, platform),
+    )
 
 
 def bounds(
@@ -225,7 +272,7 @@ def bounds(
         max_search_queries=sum(_search_queries(config.tree_depth + 1, config.iters) for _ in cells),
         expected_search_queries=sum(clip_queries(c, config, extract)[0] for c in cells),
         expected_extract_queries=sum(clip_queries(c, config, extract)[1] for c in cells),
-        batch=config.max_batch,
+        batch=resolve_batch(config.max_batch, None, None, _MUTANTS),
         large_grid=grid_warning(domain, longest),
     )
 
@@ -279,7 +326,7 @@ def estimate_cost(
     what to change).
 
     Args:
-        calibrate: time one batch of ``config.max_batch`` candidates of the longest clip (it
+        calibrate: time one batch of ``Cost.batch`` candidates of the longest clip (it
             compiles one function; later calls with the same model, domain and length reuse it)
             to estimate the seconds; False: the counts alone.
 

@@ -55,6 +55,7 @@ from jsuff.audio import AudioError, load_audio, validate_waveform
 from jsuff.domains import Coefficients, Domain, as_domain
 
 __all__ = [
+    "ACCELERATOR_BATCH",
     "CACHE_SIZE",
     "COMPUTE_DTYPES",
     "ApplyFn",
@@ -79,10 +80,12 @@ __all__ = [
     "model_jit",
     "model_logits",
     "on_shards",
+    "platform_of",
     "predict",
     "prepare",
     "replicate",
     "resolve_axis",
+    "resolve_batch",
     "top1_and_confidence",
 ]
 
@@ -381,6 +384,34 @@ def device_batch(max_batch: int, total: int, mesh: Mesh | None, axis: str | None
         d = mesh.shape[axis]
         b = -(-b // d) * d
     return b
+
+
+#: Candidates per model call on an accelerator when none is set (a wide call costs about what a
+#: narrow one does there).
+ACCELERATOR_BATCH = 64
+
+
+def resolve_batch(max_batch: int | None, mesh: Mesh | None, axis: str | None, per_device: int = 14) -> int:
+    """``max_batch``, or when it is ``None`` the default candidates per model call for the platform
+    the model runs on: ``per_device`` per device of the mesh axis on a CPU (the search's 14 mutants
+    of one refinement: nothing is padded, and a CPU call costs about its rows, on a smaller working
+    set), :data:`ACCELERATOR_BATCH` elsewhere (benchmarks/README.md has the measurements).
+
+    Example:
+        >>> resolve_batch(32, None, None), resolve_batch(None, None, None) in (14, ACCELERATOR_BATCH)
+        (32, True)
+    """
+    if max_batch is not None:
+        return int(max_batch)
+    if platform_of(mesh) != "cpu":
+        return ACCELERATOR_BATCH
+    return per_device * (1 if mesh is None else int(mesh.shape[resolve_axis(mesh, axis)]))
+
+
+def platform_of(mesh: Mesh | None) -> str:
+    """The platform (``"cpu"``, ``"gpu"``, ``"tpu"``) the model runs on: the mesh's devices', or
+    JAX's default backend without a mesh."""
+    return jax.default_backend() if mesh is None else str(mesh.devices.flat[0].platform)
 
 
 def resolve_axis(mesh: Mesh | None, axis: str | None) -> str | None:

@@ -87,7 +87,8 @@ class Explanation:
         minimal: the 1-minimality certificate (None when not certified);
         removable_chunks: chunks whose removal alone keeps sufficiency (empty when minimal).
         queries: model queries in all (clip, empty and full signals, search, extraction);
-        search_queries: those of the search alone.
+        search_queries: those of the search alone; search_iterations: the iterations it walked
+            (fewer than ``config.iters`` where it stopped early, ``SearchConfig.stop_overlap``).
         size_fraction: kept cells / grid cells; energy_fraction: kept / total coefficient energy.
         empty_label, empty_confidence: the model on the empty signal (everything removed);
         empty_is_target: the trivial case: the empty signal already passes, nothing was searched.
@@ -120,6 +121,7 @@ class Explanation:
     chunk_size: int
     mode: str
     settings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    search_iterations: int = 0
 
     def summary(self) -> dict[str, Any]:
         """Every scalar field and the settings, JSON-serialisable."""
@@ -342,9 +344,10 @@ class _Run:
                 self.apply_fn, self.params, clips, domain=domain, config=config, key=keys, active=active,
                 mesh=self.mesh, mesh_axis=self.mesh_axis, target_only=True,
             )
-            maps, search_queries = search.maps[:, 0], search.queries
+            maps, search_queries, iterations = search.maps[:, 0], search.queries, search.iterations
         else:
             maps, search_queries = np.zeros((n, *grid), np.float32), np.zeros(n, np.int64)
+            iterations = np.zeros(n, np.int64)
         self.progress.advance(int(active.sum()) * search_q * self.per_query)
         self.line(f"search done ({int(search_queries.sum()):,} model queries); extracting {what}", done)
         settings = {
@@ -359,7 +362,7 @@ class _Run:
         return [
             _explanation(
                 problem, i, maps[i], found[i], int(base_queries[i] + 1 + search_queries[i]), int(search_queries[i]),
-                extract.mode, settings,
+                extract.mode, settings, int(iterations[i]),
             )
             for i in range(n)
         ]
@@ -374,6 +377,7 @@ def _explanation(
     search_queries: int,
     mode: str,
     settings: Mapping[str, Any],
+    search_iterations: int,
 ) -> Explanation:
     coeffs: Coefficients = jax.tree_util.tree_map(lambda a: a[i], problem.coeffs)
     mask = np.asarray(ex.mask, bool)
@@ -404,6 +408,7 @@ def _explanation(
         chunk_size=problem.config.chunk_size,
         mode=mode,
         settings=dict(settings),
+        search_iterations=search_iterations,
     )
 
 

@@ -14,19 +14,30 @@ the device by one gather.
 * **certificate**: one batch that removes each chunk of S in turn; S is 1-minimal when none of
   those removals is still sufficient (the removable chunks are reported otherwise).
 * **pruning** (optional): certify, then drop the removable chunks least responsible first, as
-  many as stay sufficient when dropped together (checked in one batch), and repeat until the
+  many as stay sufficient when dropped together (found by a scan), and repeat until the
   certificate holds. The result is certified 1-minimal.
 * If the *empty* signal (everything removed) already passes, the answer is the empty set,
   reported as such (``empty_is_target``): a finding about the model, not an error.
 
-Prefix scans evaluate ``prefixes_per_call`` prefixes per model call and take the first passing
-index with an argmax, so the answer does not depend on that setting (only the query count does).
+**Scans ask only what they need.** A scan (the prefix scans above, and pruning's search for the
+longest run of chunks that can go) asks its candidates in blocks that grow: ``prefixes_first_call``
+prefixes, then twice as many, and so on up to ``prefixes_per_call``, and stops at the first block
+that holds a passing index (taken with an argmax). So a set of k chunks costs fewer than 2k scan
+queries when the first block is 1 (the default on a CPU, where a call costs about its rows), and
+one wide call when the first block is ``prefixes_per_call`` (the default on an accelerator, where
+a narrow call costs about what a wide one does). The answer does not depend on the schedule, only
+the query count does. The certificate of a prefix set knows one answer already: removing its last
+chunk leaves the previous prefix, which the scan found not sufficient (or the empty signal), so
+that row is not asked again.
 
 **Batched across clips.** A :class:`Problem` describes N clips of one length, the model and the
 settings, frozen. Each step above is written for one clip as a sequence of *requests* (chunk sets
 to classify) and run for all clips in lock-step: each round, the requests of every clip still
-working are answered together, ``prefixes_per_call`` rows per model call, so N clips need about
-the model calls of one. Every function returns its result and the model queries it spent.
+working are answered together, so N clips need about the model calls of one. A round's rows go in
+calls of ``prefixes_per_call`` rows while that many are left, then of ``max_batch`` rows, then of
+powers of two: no call is padded (with a mesh, a call is rounded up to a multiple of the device
+count, and those few padding rows are evaluated and counted). Every function returns its result
+and the model queries it spent: the rows the model evaluated for it.
 
 Example:
     >>> import jax.numpy as jnp, numpy as np
@@ -40,8 +51,8 @@ Example:
     >>> (ex,) = extract(problem, resp[None])
     >>> int(ex.mask.sum()), bool(ex.mask[25]), ex.verified, ex.minimal  # one chunk: bin 25 + 3 ties
     (4, True, True, True)
-    >>> int(queries[0]), ex.queries  # the clip, its empty and full signals; the scan, certificate, check
-    (3, 20)
+    >>> int(queries[0]), ex.queries  # the clip, its empty and full signals; one prefix, the final check
+    (3, 3)
 """
 
 from __future__ import annotations
@@ -65,6 +76,8 @@ from jsuff.evaluate import (
     prepare,
     replicate,
     resolve_axis,
+    platform_of,
+    resolve_batch,
     top1_and_confidence,
 )
 
@@ -99,7 +112,11 @@ class ExtractConfig:
         mode: ``"sufficient"`` | ``"contrastive"`` | ``"complete"`` (module docstring).
         chunk_size: cells added per prefix step and the granularity of minimality; ``None``:
             the search's ``min_box_size`` (10 when used alone).
-        prefixes_per_call: candidate sets per model call in scans and certificates.
+        prefixes_per_call: the widest block of a scan, and the rows per model call of long
+            requests (certificates of large sets).
+        prefixes_first_call: the first block of a scan; each later block doubles, up to
+            ``prefixes_per_call`` (module docstring). ``None``: 1 on a CPU, ``prefixes_per_call``
+            on an accelerator (resolved by :func:`describe` from the platform the model runs on).
         certify: run the 1-minimality certificate on the result.
         prune: greedily prune the result to a certified 1-minimal set (implies ``certify``).
         tau: a set is sufficient when the target's confidence on it is >= tau x its confidence
@@ -109,6 +126,7 @@ class ExtractConfig:
     mode: str = "sufficient"
     chunk_size: int | None = None
     prefixes_per_call: int = 256
+    prefixes_first_call: int | None = None
     certify: bool = True
     prune: bool = False
     tau: float = 0.0
@@ -120,12 +138,27 @@ class ExtractConfig:
             raise ValueError(f"ExtractConfig.chunk_size must be >= 1, got {self.chunk_size}")
         if self.prefixes_per_call < 1:
             raise ValueError(f"ExtractConfig.prefixes_per_call must be >= 1, got {self.prefixes_per_call}")
+        if self.prefixes_first_call is not None and self.prefixes_first_call < 1:
+            raise ValueError(f"ExtractConfig.prefixes_first_call must be >= 1, got {self.prefixes_first_call}")
         if not 0.0 <= self.tau <= 1.0:
             raise ValueError(f"ExtractConfig.tau must be in [0, 1], got {self.tau}")
 
     def resolved_chunk_size(self, min_box_size: int = 10) -> int:
         """``chunk_size``, or ``min_box_size`` when it is ``None``."""
         return int(self.chunk_size if self.chunk_size is not None else min_box_size)
+
+    def resolved_first_call(self, platform: str = "cpu") -> int:
+        """``prefixes_first_call``, or its default on ``platform`` (``"cpu"``, ``"gpu"``, ...),
+        at most ``prefixes_per_call``.
+
+        Example:
+            >>> ExtractConfig().resolved_first_call("cpu"), ExtractConfig().resolved_first_call("gpu")
+            (1, 256)
+        """
+        first = self.prefixes_first_call
+        if first is None:
+            first = 1 if platform == "cpu" else self.prefixes_per_call
+        return int(min(first, self.prefixes_per_call))
 
 
 def as_extract_config(extract: ExtractConfig | str) -> ExtractConfig:
@@ -197,7 +230,7 @@ class Problem:
         full_label, full_confidence: ``[N]`` the same on the full reconstruction (the goal of
             ``complete``).
         config: :class:`ExtractConfig`, its ``chunk_size`` resolved.
-        max_batch: waveforms per model call at most.
+        max_batch: waveforms per model call at most (resolved: :func:`jsuff.evaluate.resolve_batch`).
         mesh, axis: shard each model call over this mesh axis.
     """
 
@@ -300,22 +333,49 @@ _Answer = tuple[np.ndarray, np.ndarray]
 _Steps = Generator[_Request, _Answer, Any]
 
 
+def _call_sizes(total: int, per_call: int, batch: int, unit: int) -> list[int]:
+    """Rows of each model call that answers ``total`` rows: ``per_call`` while that many are left,
+    then ``batch``, then the rest as powers of two times ``unit`` (the mesh's device count; 1
+    without one), largest first. Only the last call can hold padding (fewer than ``unit`` rows), and
+    there are at most ``log2(batch / unit) + 3`` call shapes, so few compilations.
+
+    Example:
+        >>> _call_sizes(300, 256, 64, 1), _call_sizes(5, 256, 64, 4)
+        ([256, 32, 8, 4], [4, 4])
+    """
+    sizes = []
+    for size in (per_call, batch):
+        while total >= size:
+            sizes.append(size)
+            total -= size
+    size = unit
+    while size * 2 < batch:
+        size *= 2
+    while total > 0:
+        while size > unit and size > total:
+            size //= 2
+        sizes.append(size)
+        total -= size
+    return sizes
+
+
 def _answer(
     problem: Problem, chunk_of_cell: jax.Array, num_chunks: int, requests: Mapping[int, _Request]
-) -> dict[int, _Answer]:
-    """Answer the requests of several clips together: their rows one after another, in calls of
-    ``per_call`` rows while that many are left, then of ``batch`` rows (two call shapes, and never
-    a padded call when a smaller one does)."""
+) -> tuple[dict[int, _Answer], dict[int, int]]:
+    """Answer the requests of several clips together: their rows one after another, in the calls
+    of :func:`_call_sizes`. Returns the answers and each clip's model rows evaluated (its own rows,
+    plus the padding of a call rounded up to the device count, charged to the clip it ends with)."""
     batch = device_batch(problem.max_batch, num_chunks + 1, problem.mesh, problem.axis)
     per_call = -(-max(problem.config.prefixes_per_call, batch) // batch) * batch
+    unit = 1 if problem.mesh is None else int(problem.mesh.shape[problem.axis])
     clips = sorted(requests)
     offsets = np.concatenate([[0], np.cumsum([requests[i][0] for i in clips])]).astype(int)
     total = int(offsets[-1])
     labels, conf = np.zeros(total, np.int32), np.zeros(total, np.float32)
+    evaluated = {i: requests[i][0] for i in clips}
     targets = jnp.asarray(problem.targets)
     start = 0
-    while start < total:
-        size = per_call if total - start >= per_call else batch
+    for size in _call_sizes(total, per_call, batch, unit):
         stop = min(start + size, total)
         include, owner = np.zeros((size, num_chunks), bool), np.zeros(size, np.int32)
         for j, i in enumerate(clips):
@@ -323,15 +383,18 @@ def _answer(
             if lo < hi:
                 include[lo - start : hi - start] = requests[i][1](lo - offsets[j], hi - offsets[j])
                 owner[lo - start : hi - start] = i
+        owner[stop - start :] = owner[stop - start - 1]
+        evaluated[int(owner[-1])] += start + size - stop
         lab, cf = _classify_sets(
             problem.params, problem.coeffs, chunk_of_cell, targets, jnp.asarray(include), jnp.asarray(owner),
-            apply_fn=problem.apply_fn, domain=problem.domain, grid=problem.grid, batch=batch, mesh=problem.mesh,
-            axis=problem.axis,
+            apply_fn=problem.apply_fn, domain=problem.domain, grid=problem.grid, batch=min(size, batch),
+            mesh=problem.mesh, axis=problem.axis,
         )
         labels[start:stop] = np.asarray(lab)[: stop - start]
         conf[start:stop] = np.asarray(cf)[: stop - start]
-        start += size
-    return {i: (labels[offsets[j] : offsets[j + 1]], conf[offsets[j] : offsets[j + 1]]) for j, i in enumerate(clips)}
+        start = stop
+    answers = {i: (labels[offsets[j] : offsets[j + 1]], conf[offsets[j] : offsets[j + 1]]) for j, i in enumerate(clips)}
+    return answers, evaluated
 
 
 def _drive(
@@ -357,8 +420,9 @@ def _drive(
     for i in steps:
         resume(i, None)
     while pending:
-        for i, answer in _answer(problem, chunk_of_cell, num_chunks, pending).items():
-            queries[i] += len(answer[0])
+        answers, evaluated = _answer(problem, chunk_of_cell, num_chunks, pending)
+        for i, answer in answers.items():
+            queries[i] += evaluated[i]
             resume(i, answer)
     return results, queries
 
@@ -370,7 +434,7 @@ def describe(
     clips: Clips,
     config: ExtractConfig | str = ExtractConfig(),
     *,
-    max_batch: int = 64,
+    max_batch: int | None = None,
     mesh: Mesh | None = None,
     mesh_axis: str | None = None,
 ) -> tuple[Problem, np.ndarray]:
@@ -378,30 +442,33 @@ def describe(
     every clip's empty signal and full reconstruction, all clips in the same model calls.
 
     Returns:
-        The :class:`Problem` (``config.chunk_size`` resolved, ``None`` as 10) and ``[N]`` model
-        queries (2 per clip).
+        The :class:`Problem` (``config.chunk_size`` resolved, ``None`` as 10; and
+        ``config.prefixes_first_call``, from the platform of ``mesh`` or JAX's default backend)
+        and ``[N]`` model queries (2 per clip).
     """
     domain, config = as_domain(domain), as_extract_config(config)
-    config = dataclasses.replace(config, chunk_size=config.resolved_chunk_size())
+    config = dataclasses.replace(
+        config, chunk_size=config.resolved_chunk_size(), prefixes_first_call=config.resolved_first_call(platform_of(mesh))
+    )
     n = clips.targets.shape[0]
     cells = int(np.prod(domain.grid_shape(clips.coeffs.num_samples)))
     unknown = np.full(n, -1, np.int32), np.full(n, np.nan, np.float32)  # the two calls below tell
     problem = Problem(
         apply_fn, params, domain, clips.coeffs, np.asarray(clips.targets, np.int32),
-        np.asarray(clips.confidence, np.float32), *unknown, *unknown, config, max_batch, mesh,
-        resolve_axis(mesh, mesh_axis),
+        np.asarray(clips.confidence, np.float32), *unknown, *unknown, config,
+        resolve_batch(max_batch, mesh, resolve_axis(mesh, mesh_axis)), mesh, resolve_axis(mesh, mesh_axis),
     )
     nc = -(-cells // config.chunk_size)  # the extraction's call shapes, so nothing compiles twice
     ends = np.array([[False] * nc, [True] * nc])
     requests = {i: (2, lambda lo, hi: ends[lo:hi]) for i in range(n)}
-    answers = _answer(problem, jnp.zeros((n, cells), jnp.int32), nc, requests)
+    answers, evaluated = _answer(problem, jnp.zeros((n, cells), jnp.int32), nc, requests)
     labels = np.stack([answers[i][0] for i in range(n)])
     conf = np.stack([answers[i][1] for i in range(n)])
     problem = dataclasses.replace(
         problem, empty_label=labels[:, 0], empty_confidence=conf[:, 0], full_label=labels[:, 1],
         full_confidence=conf[:, 1],
     )
-    return problem, np.full(n, 2, np.int64)
+    return problem, np.array([evaluated[i] for i in range(n)], np.int64)
 
 
 def for_clips(
@@ -412,7 +479,7 @@ def for_clips(
     config: ExtractConfig | str = ExtractConfig(),
     *,
     targets: Any = None,
-    max_batch: int = 64,
+    max_batch: int | None = None,
     mesh: Mesh | None = None,
     mesh_axis: str | None = None,
 ) -> tuple[Problem, np.ndarray]:
@@ -445,39 +512,69 @@ def _mask(ranking: Ranking, include: np.ndarray, grid: tuple[int, ...]) -> np.nd
     return np.asarray(include, bool)[ranking.chunk_of_cell].reshape(grid)
 
 
-def _scan(judge: Callable[[np.ndarray], _Steps], start: int, num_chunks: int, per_call: int) -> _Steps:
-    """The first k in ``start..num_chunks`` whose prefix ``judge`` accepts, ``per_call`` per block."""
-    for lo in range(start, num_chunks + 1, per_call):
-        ks = np.arange(lo, min(lo + per_call, num_chunks + 1))
+class _Schedule(NamedTuple):
+    """How a scan grows: its first block and its widest (``ExtractConfig.prefixes_first_call``
+    and ``prefixes_per_call``)."""
+
+    first: int
+    widest: int
+
+
+def _schedule(config: ExtractConfig) -> _Schedule:
+    return _Schedule(config.resolved_first_call(jax.default_backend()), config.prefixes_per_call)
+
+
+def _scan(judge: Callable[[np.ndarray], _Steps], start: int, stop: int, schedule: _Schedule) -> _Steps:
+    """The first k in ``start..stop`` that ``judge`` accepts (None: none), asked in blocks of
+    ``schedule.first``, twice that, ... up to ``schedule.widest`` candidates."""
+    lo, width = start, schedule.first
+    while lo <= stop:
+        ks = np.arange(lo, min(lo + width, stop + 1))
         ok = yield from judge(ks)
         if ok.any():
             return int(ks[int(np.argmax(ok))])
+        lo, width = lo + ks.size, min(2 * width, schedule.widest)
     return None
 
 
-def _sufficient(c: _Clip, num_chunks: int, per_call: int) -> _Steps:
+#: What a clip's scans learnt: prefix length -> whether that prefix is sufficient.
+_Seen = dict[int, bool]
+
+
+def _sufficient(c: _Clip, num_chunks: int, schedule: _Schedule, seen: _Seen | None = None) -> _Steps:
+    seen = {} if seen is None else seen
+
     def judge(ks: np.ndarray) -> _Steps:
-        return c.passes(*(yield from _ask(_prefixes(ks, num_chunks))))
+        ok = c.passes(*(yield from _ask(_prefixes(ks, num_chunks))))
+        seen.update(zip(ks.tolist(), ok.tolist()))
+        return ok
 
-    return (yield from _scan(judge, 1, num_chunks, per_call))
+    return (yield from _scan(judge, 1, num_chunks, schedule))
 
 
-def _contrastive(c: _Clip, num_chunks: int, per_call: int) -> _Steps:
+def _contrastive(c: _Clip, num_chunks: int, schedule: _Schedule, seen: _Seen | None = None) -> _Steps:
+    seen = {} if seen is None else seen
+
     def judge(ks: np.ndarray) -> _Steps:
         keep = _prefixes(ks, num_chunks)
         labels, conf = yield from _ask(np.concatenate([keep, ~keep]))
         n = len(ks)
-        return c.passes(labels[:n], conf[:n]) & (labels[n:] != c.target)
+        ok = c.passes(labels[:n], conf[:n])
+        seen.update(zip(ks.tolist(), ok.tolist()))
+        return ok & (labels[n:] != c.target)
 
-    return (yield from _scan(judge, 1, num_chunks, per_call))
+    return (yield from _scan(judge, 1, num_chunks, schedule))
 
 
-def _complete(c: _Clip, num_chunks: int, start: int, per_call: int) -> _Steps:
+def _complete(c: _Clip, num_chunks: int, start: int, schedule: _Schedule, seen: _Seen | None = None) -> _Steps:
+    seen = {} if seen is None else seen
+
     def judge(ks: np.ndarray) -> _Steps:
         labels, conf = yield from _ask(_prefixes(ks, num_chunks))
+        seen.update(zip(ks.tolist(), c.passes(labels, conf).tolist()))
         return (labels == c.target) & (conf >= c.full_confidence)
 
-    return (yield from _scan(judge, start, num_chunks, per_call))
+    return (yield from _scan(judge, start, num_chunks, schedule))
 
 
 class Certificate(NamedTuple):
@@ -488,38 +585,51 @@ class Certificate(NamedTuple):
     removable: tuple[int, ...]
 
 
-def _certify(c: _Clip, include: np.ndarray) -> _Steps:
+def _certify(c: _Clip, include: np.ndarray, known: Mapping[int, bool] | None = None) -> _Steps:
+    """``known``: chunk -> whether S without it is sufficient, for removals already answered
+    (those rows are not asked)."""
     include = np.asarray(include, bool)
+    known = {} if known is None else known
     members = np.flatnonzero(include)
-    if members.size == 0:
-        return Certificate(True, ())
+    ask = np.array([j for j in members.tolist() if j not in known], np.int64)
+    still = {j: bool(v) for j, v in known.items() if include[j]}
+    if ask.size:
 
-    def rows(lo: int, hi: int) -> np.ndarray:
-        out = np.repeat(include[None], hi - lo, axis=0)
-        out[np.arange(hi - lo), members[lo:hi]] = False
-        return out
+        def rows(lo: int, hi: int) -> np.ndarray:
+            out = np.repeat(include[None], hi - lo, axis=0)
+            out[np.arange(hi - lo), ask[lo:hi]] = False
+            return out
 
-    still = c.passes(*(yield members.size, rows))
-    removable = tuple(int(j) for j in members[still])
+        still.update(zip(ask.tolist(), c.passes(*(yield ask.size, rows)).tolist()))
+    removable = tuple(j for j in members.tolist() if still[j])
     return Certificate(not removable, removable)
 
 
-def _prune(c: _Clip, include: np.ndarray) -> _Steps:
+def _known_removal(include: np.ndarray, seen: _Seen) -> dict[int, bool]:
+    """What the scans already say about removing chunks from the prefix set ``include``: without
+    its last chunk it is the previous prefix."""
+    k = int(np.asarray(include).sum())
+    return {k - 1: seen[k - 1]} if k >= 1 and (k - 1) in seen and bool(np.all(include[:k])) else {}
+
+
+def _prune(c: _Clip, include: np.ndarray, schedule: _Schedule, known: Mapping[int, bool] | None = None) -> _Steps:
     s = np.asarray(include, bool).copy()
     while True:
-        cert = yield from _certify(c, s)
+        cert = yield from _certify(c, s, known)
+        known = None
         if cert.minimal:
             return s, cert
         drop = np.array(sorted(cert.removable, reverse=True))
 
-        def rows(lo: int, hi: int, s: np.ndarray = s, drop: np.ndarray = drop) -> np.ndarray:
-            out = np.repeat(s[None], hi - lo, axis=0)
-            for i in range(lo, hi):  # row i drops the first i + 1 removable chunks
-                out[i - lo, drop[: i + 1]] = False
-            return out
+        def judge(ks: np.ndarray, s: np.ndarray = s, drop: np.ndarray = drop) -> _Steps:
+            rows = np.repeat(s[None], ks.size, axis=0)
+            for r, k in enumerate(ks):  # drop the first k removable chunks
+                rows[r, drop[:k]] = False
+            return ~c.passes(*(yield from _ask(rows)))
 
-        ok = c.passes(*(yield drop.size, rows))
-        run = drop.size if ok.all() else int(np.argmin(ok))
+        # the longest run of drops that stays sufficient: up to the first that does not
+        fails = yield from _scan(judge, 1, drop.size, schedule)
+        run = drop.size if fails is None else fails - 1
         if run == 0:  # the single removal that was certified no longer passes: stop, report as is
             return s, cert
         s[drop[:run]] = False
@@ -540,7 +650,8 @@ class Extraction(NamedTuple):
         label_without: the model's top-1 on the clip with the set removed.
         empty_is_target: the trivial case: the empty set is already sufficient.
         queries: model queries of the extraction (scans, certificate, final check; not the clip
-            or its empty and full signals, which :func:`describe` counts).
+            or its empty and full signals, which :func:`describe` counts): the rows the model
+            evaluated for this clip (module docstring).
     """
 
     mask: np.ndarray
@@ -558,26 +669,28 @@ class Extraction(NamedTuple):
 
 
 def _extract(c: _Clip, ranking: Ranking, config: ExtractConfig, grid: tuple[int, ...]) -> _Steps:
-    nc, per_call = ranking.num_chunks, config.prefixes_per_call
+    nc, schedule = ranking.num_chunks, _schedule(config)
     if c.empty_is_target:
         include = np.zeros(nc, bool)
         return Extraction(
             _mask(ranking, include, grid), include, True, True, False, True, (), c.empty_label,
             float(c.empty_confidence), c.full_label, True, 0,
         )
+    seen: _Seen = {0: False}  # the empty signal is not sufficient (else the trivial case above)
     if config.mode == "sufficient":
-        k = yield from _sufficient(c, nc, per_call)
+        k = yield from _sufficient(c, nc, schedule, seen)
     else:
-        k = yield from _contrastive(c, nc, per_call)
+        k = yield from _contrastive(c, nc, schedule, seen)
         if k is not None and config.mode == "complete":
-            k = yield from _complete(c, nc, k, per_call)
+            k = yield from _complete(c, nc, k, schedule, seen)
     found = k is not None
     include = np.arange(nc) < (k if found else nc)
     cert: Certificate | None = None
     if config.prune and found:
-        include, cert = yield from _prune(c, include)
+        include, cert = yield from _prune(c, include, schedule, _known_removal(include, seen))
     elif config.certify and found:
-        cert = yield from _certify(c, include)
+        cert = yield from _certify(c, include, _known_removal(include, seen))
+    # the final check asks again, whatever the scans said about this set
     labels, conf = yield from _ask(np.stack([include, ~include]))
     return Extraction(
         mask=_mask(ranking, include, grid),
@@ -640,19 +753,19 @@ def classify(
 def sufficient_prefix(problem: Problem, ranking: Ranking, clip: int = 0) -> tuple[int | None, int]:
     """Global insertion: the number of chunks of the first sufficient prefix (None: none is)."""
     return _one(problem, ranking, clip, _sufficient(_clip(problem, clip), ranking.num_chunks,
-                                                    problem.config.prefixes_per_call))
+                                                    _schedule(problem.config)))
 
 
 def contrastive_prefix(problem: Problem, ranking: Ranking, clip: int = 0) -> tuple[int | None, int]:
     """The first prefix that is sufficient and whose removal from the clip changes the label."""
     return _one(problem, ranking, clip, _contrastive(_clip(problem, clip), ranking.num_chunks,
-                                                     problem.config.prefixes_per_call))
+                                                     _schedule(problem.config)))
 
 
 def complete_prefix(problem: Problem, ranking: Ranking, start: int, clip: int = 0) -> tuple[int | None, int]:
     """From prefix ``start`` on, the first prefix whose target confidence reaches the full clip's."""
     return _one(problem, ranking, clip, _complete(_clip(problem, clip), ranking.num_chunks, start,
-                                                  problem.config.prefixes_per_call))
+                                                  _schedule(problem.config)))
 
 
 def certify(problem: Problem, ranking: Ranking, include: np.ndarray, clip: int = 0) -> tuple[Certificate, int]:
@@ -665,7 +778,8 @@ def prune(
 ) -> tuple[tuple[np.ndarray, Certificate], int]:
     """Greedily remove chunks while S stays sufficient, until S is certified 1-minimal.
 
-    Each round certifies S, then tries dropping its removable chunks least responsible first,
-    cumulatively, in one batch, and keeps the longest run that stays sufficient.
+    Each round certifies S, then drops its removable chunks least responsible first, as many as
+    stay sufficient when dropped together (the first run that does not is found by a scan with
+    the extraction's schedule).
     """
-    return _one(problem, ranking, clip, _prune(_clip(problem, clip), include))
+    return _one(problem, ranking, clip, _prune(_clip(problem, clip), include, _schedule(problem.config)))

@@ -47,6 +47,11 @@ cost O(grid) per depth, and do not depend on chunking, batching or devices. Rand
 word a clip's walks draw comes up front from that clip's key alone, so batched clips equal
 one-at-a-time, and the same key gives the same trees.
 
+**Rounds that stop.** With ``SearchConfig.round_iters`` and ``stop_overlap`` set (the defaults)
+the iterations are walked in rounds (:func:`walk_rounds`, a ``lax.while_loop`` over rounds in the
+same compiled call) and a clip stops once the top cells of its target map are the ones it had
+with half the iterations (``SearchConfig`` gives the rule, docs/statistics.md what it changes).
+
 **Embedding.** :func:`responsibility_maps` is traceable: inside a caller's ``jax.jit`` or
 ``jax.vmap`` (over clips, keys, targets) it becomes part of the caller's program.
 :func:`walk` runs any subset of the iterations (a slice of :func:`iteration_draws`), and
@@ -70,6 +75,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
+import math
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
@@ -95,6 +101,7 @@ from jsuff.evaluate import (
     prepare,
     replicate,
     resolve_axis,
+    resolve_batch,
     top1_and_confidence,
 )
 
@@ -112,6 +119,7 @@ __all__ = [
     "responsibility_loop",
     "responsibility_maps",
     "walk",
+    "walk_rounds",
 ]
 
 #: The 14 non-empty proper subsets of a box's 4 children, by size then lexicographically.
@@ -145,6 +153,8 @@ class SearchConfig:
         confidence_filter: a mutant passes only if its target confidence is at least this
             fraction of the clip's (0 = label only).
         max_batch: candidates per model call (bounds memory: ``max_batch x grid`` masks).
+            ``None`` (default): one refinement (14 mutants) per device on a CPU, 64 elsewhere
+            (:func:`jsuff.evaluate.resolve_batch`).
         compute_dtype: ``"float32"`` (default) or ``"bfloat16"``: the dtype of the search's
             candidate evaluation. With ``"bfloat16"`` the synthesised waveforms and the floating
             parameters are cast to bfloat16 for the model call (logits back to float32 for the
@@ -168,17 +178,34 @@ class SearchConfig:
             position uniform in ``[1, height x width)``, which can leave the top or left
             quadrants empty. An empty child is kept by mutants and counted in their ``|A|``, as
             in ReX, but holds no cells to credit.
+        round_iters: walk the iterations in rounds of this many (the last round may be
+            smaller) so that a clip can stop once it has its answer (``stop_overlap``).
+            ``None``: one round of all ``iters``. Without stopping, rounds give exactly the maps,
+            queries and depths of one round (:func:`walk_rounds`).
+        stop_cells: the size of the *top set*: the first ``stop_cells`` cells of the ranking of
+            the target's map (ties: the lower cell first, as the extraction ranks them).
+        stop_overlap: the stopping rule. After round r >= 2 (never after the last round), a
+            clip stops when at least this fraction of its top set was also in its top set after
+            round ``r // 2`` (half the evidence or less) and its target map has credit: doubling
+            the iterations no longer changes what the extraction ranks first. A stopped clip
+            walks no more iterations; its maps are the sum (or product) of the iterations it
+            walked, so they are the maps of a smaller ``iters``. ``None``: never stop, walk all
+            ``iters``. docs/statistics.md ("Where jsuff's search departs from ReX") gives the
+            rule and benchmarks/README.md the measurements behind the defaults.
     """
 
     iters: int = 20
     tree_depth: int = 10
     min_box_size: int = 10
     confidence_filter: float = 0.0
-    max_batch: int = 64
+    max_batch: int | None = None
     compute_dtype: str = "float32"
     linear_synthesis: bool = True
     map_combination: str = "additive"
     cut_rule: str = "interior"
+    round_iters: int | None = 2
+    stop_cells: int = 200
+    stop_overlap: float | None = 0.7
 
     def __post_init__(self) -> None:
         if self.map_combination not in MAP_COMBINATIONS:
@@ -191,9 +218,13 @@ class SearchConfig:
             raise ValueError(
                 f"SearchConfig.compute_dtype must be one of {COMPUTE_DTYPES}, got {self.compute_dtype!r}"
             )
-        for name in ("iters", "max_batch"):
-            if getattr(self, name) < 1:
+        for name in ("iters", "max_batch", "stop_cells"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"SearchConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.round_iters is not None and self.round_iters < 1:
+            raise ValueError(f"SearchConfig.round_iters must be >= 1 or None, got {self.round_iters}")
+        if self.stop_overlap is not None and not 0.0 < self.stop_overlap <= 1.0:
+            raise ValueError(f"SearchConfig.stop_overlap must be in (0, 1] or None, got {self.stop_overlap}")
         if self.tree_depth < 0:
             raise ValueError(f"SearchConfig.tree_depth must be >= 0, got {self.tree_depth}")
         if self.min_box_size < 4:
@@ -216,6 +247,8 @@ class SearchResult(NamedTuple):
         target_confidence: ``[N]`` softmax confidence of the target on the clip.
         queries: ``[N]`` model evaluations of mutants (padding excluded).
         depth: ``[N]`` deepest refinement at which some mutant passed, over iterations (-1: none).
+        iterations: ``[N]`` iterations walked (fewer than ``iters`` where the search stopped,
+            ``SearchConfig.stop_overlap``; 0 for inactive clips).
     """
 
     maps: np.ndarray
@@ -223,6 +256,7 @@ class SearchResult(NamedTuple):
     target_confidence: np.ndarray
     queries: np.ndarray
     depth: np.ndarray
+    iterations: np.ndarray
 
 
 # ----------------------------------------------------------------------------------------------
@@ -330,11 +364,13 @@ class Walk(NamedTuple):
             maps, ``L`` = the iterations walked for the multiplicative one.
         queries: ``[N]`` int32 mutants evaluated.
         depth: ``[N]`` int32 deepest refinement at which some mutant passed (-1: none).
+        iterations: ``[N]`` int32 iterations walked (0 for an inactive clip).
     """
 
     credits: jax.Array
     queries: jax.Array
     depth: jax.Array
+    iterations: jax.Array
 
 
 class _State(NamedTuple):
@@ -622,8 +658,7 @@ def _advance(
     )
 
 
-@model_jit(static_argnames=("plan",))
-def _walk(
+def _walk_body(
     params: Any,
     coeffs: Coefficients,
     targets: jax.Array,
@@ -652,7 +687,10 @@ def _walk(
     state = jax.lax.while_loop(going, level, _initial_state(active, iters, plan))
     r, w = _grid2(plan.grid)
     credits = jnp.cumsum(jnp.cumsum(state.diff, axis=2), axis=3)[:, :, :r, :w, :]
-    return Walk(credits, state.queries, state.deepest)
+    return Walk(credits, state.queries, state.deepest, jnp.where(active, jnp.int32(iters), 0))
+
+
+_walk = model_jit(static_argnames=("plan",))(_walk_body)
 
 
 def walk(
@@ -699,6 +737,27 @@ def walk(
         >>> r.maps.shape  # equal to responsibility_maps(..., config=cfg, key=jax.random.key(0))
         (1, 2, 64)
     """
+    params, plan, act, thresholds = _walk_args(
+        params, clips, draws, domain, config, active, mesh, mesh_axis, target_only, draws.shape[1]
+    )
+    return _walk(params, clips.coeffs, clips.targets, thresholds, act, draws, apply_fn=apply_fn, plan=plan)
+
+
+def _walk_args(
+    params: Any,
+    clips: Clips,
+    draws: jax.Array,
+    domain: Domain,
+    config: SearchConfig,
+    active: Any,
+    mesh: Mesh | None,
+    mesh_axis: str | None,
+    target_only: bool,
+    iters: int,
+) -> tuple[Any, _Plan, jax.Array, jax.Array]:
+    """What :func:`walk` and :func:`walk_rounds` hand the compiled walk: the parameters (replicated
+    over the mesh), the plan of a walk of ``iters`` iterations at once, the active clips and the
+    confidence thresholds; ``draws`` is checked."""
     axis = resolve_axis(mesh, mesh_axis)
     params = replicate(params, mesh)
     n, t = clips.waveforms.shape
@@ -708,12 +767,12 @@ def walk(
             f"draws must be [N, iterations, tree_depth + 1, 3, 3] = [{n}, I, {config.tree_depth + 1}, 3, 3] "
             f"(iteration_draws), got shape {draws.shape}"
         )
-    iters = draws.shape[1]
+    batch = resolve_batch(config.max_batch, mesh, axis, len(SUBSETS))
     plan = _Plan(
         domain=domain,
         grid=tuple(domain.grid_shape(t)),
         classes=1 if target_only else int(clips.logits.shape[1]),
-        batch=device_batch(config.max_batch, n * iters * _SLOTS * len(SUBSETS), mesh, axis),
+        batch=device_batch(batch, n * iters * _SLOTS * len(SUBSETS), mesh, axis),
         tree_depth=config.tree_depth,
         min_box_size=config.min_box_size,
         compute_dtype=config.compute_dtype,
@@ -725,14 +784,169 @@ def walk(
         axis=axis,
     )
     act = jnp.ones(n, bool) if active is None else jnp.broadcast_to(jnp.asarray(active, bool), (n,))
-    thresholds = clips.confidence * jnp.float32(config.confidence_filter)
-    return _walk(params, clips.coeffs, clips.targets, thresholds, act, draws, apply_fn=apply_fn, plan=plan)
+    return params, plan, act, clips.confidence * jnp.float32(config.confidence_filter)
+
+
+# ----------------------------------------------------------------------------------------------
+# Rounds: the iterations walked a few at a time, each clip stopping once its top set is stable
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Rule:
+    """The rounds and the stopping rule (a static jit argument; ``SearchConfig.round_iters``,
+    ``stop_cells``, ``stop_overlap``)."""
+
+    size: int  # iterations per round (the last round may have fewer)
+    cells: int  # the top set's size (at most the grid's cells)
+    overlap: float | None  # None: never stop
+    multiplicative: bool
+
+
+def _top_set(credits: jax.Array, rule: _Rule) -> tuple[jax.Array, jax.Array]:
+    """The top set ``[N, cells]`` of the target maps ``credits[N, L, R, W]`` (integer credit) and
+    whether each map has credit ``[N]``. The ranking is the combined map's: the summed credit
+    (additive, exact integers) or the sum over iterations of ``log1p(credit)`` (multiplicative:
+    the logarithm of ReX's product, whose rescaling does not change the order); ties go to the
+    lower cell."""
+    n = credits.shape[0]
+    if rule.multiplicative:
+        scores = jnp.log1p(credits.astype(jnp.float32) / CREDIT_UNIT).sum(axis=1).reshape(n, -1)
+    else:
+        scores = credits.sum(axis=1).reshape(n, -1)
+    top = jnp.argsort(-scores, axis=1, stable=True)[:, : rule.cells].astype(jnp.int32)
+    return top, scores.max(axis=1) > 0
+
+
+def _walk_rounds_body(
+    params: Any,
+    coeffs: Coefficients,
+    targets: jax.Array,
+    thresholds: jax.Array,
+    active: jax.Array,
+    draws: jax.Array,
+    *,
+    apply_fn: ApplyFn,
+    plan: _Plan,
+    last_plan: _Plan | None,
+    rule: _Rule,
+) -> Walk:
+    """The iterations of ``draws[N, I, ...]`` in rounds of ``rule.size``: a ``lax.while_loop``
+    over the whole rounds that ends once no clip is active, each round one walk (``plan``), then
+    the smaller last round if any (``last_plan``). After each round but the last, a clip whose top
+    set is stable (``SearchConfig.stop_overlap``) is made inactive."""
+    n, iters = draws.shape[:2]
+    size = rule.size
+    whole, rounds = iters // size, -(-iters // size)
+    layers = iters if rule.multiplicative and iters > 1 else 1  # as walk() over all of them
+    r, w = _grid2(plan.grid)
+    credits = jnp.zeros((n, layers, r, w, plan.classes), jnp.int32)
+    tops = jnp.zeros((rounds, n, rule.cells), jnp.int32)
+    zero = jnp.zeros(n, jnp.int32)
+    target_class = jnp.zeros(n, jnp.int32) if plan.target_only else targets
+
+    def add(total: tuple, part: Walk, start: Any) -> tuple:
+        """``(credits, queries, depth, walked)`` with the walk of iterations ``start..`` added."""
+        credits, queries, depth, walked = total
+        if layers == 1:
+            credits = credits + part.credits
+        else:
+            credits = jax.lax.dynamic_update_slice_in_dim(credits, part.credits, start, axis=1)
+        return credits, queries + part.queries, jnp.maximum(depth, part.depth), walked + part.iterations
+
+    def stop(k: jax.Array, credits: jax.Array, tops: jax.Array, active: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """After round ``k + 1`` (1-based r): record its top set; stop the stable clips."""
+        mine = jnp.take_along_axis(credits, target_class.reshape(n, 1, 1, 1, 1), axis=4)[..., 0]
+        top, credited = _top_set(mine, rule)
+        tops = tops.at[k].set(top)
+        earlier = tops[jnp.maximum((k + 1) // 2 - 1, 0)]
+        shared = (top[:, :, None] == earlier[:, None, :]).any(-1).sum(-1)
+        stable = (k >= 1) & credited & (shared >= math.ceil(rule.overlap * rule.cells))  # ints: exact
+        return tops, active & ~stable
+
+    def one_round(carry: tuple) -> tuple:
+        k, credits, queries, depth, walked, tops, act = carry
+        part = _walk_body(
+            params, coeffs, targets, thresholds, act, jax.lax.dynamic_slice_in_dim(draws, k * size, size, axis=1),
+            apply_fn=apply_fn, plan=plan,
+        )
+        credits, queries, depth, walked = add((credits, queries, depth, walked), part, k * size)
+        if rule.overlap is not None:
+            tops, stopped = stop(k, credits, tops, act)
+            act = jnp.where(k + 1 < rounds, stopped, act)  # never after the last round
+        return k + 1, credits, queries, depth, walked, tops, act
+
+    init = (jnp.int32(0), credits, zero, zero - 1, zero, tops, active)
+    _, credits, queries, depth, walked, _, act = jax.lax.while_loop(
+        lambda c: (c[0] < whole) & c[-1].any(), one_round, init
+    )
+    if last_plan is not None:
+        part = _walk_body(
+            params, coeffs, targets, thresholds, act, draws[:, whole * size :], apply_fn=apply_fn, plan=last_plan
+        )
+        credits, queries, depth, walked = add((credits, queries, depth, walked), part, whole * size)
+    return Walk(credits, queries, depth, walked)
+
+
+_walk_rounds = model_jit(static_argnames=("plan", "last_plan", "rule"))(_walk_rounds_body)
+
+
+def walk_rounds(
+    apply_fn: ApplyFn,
+    params: Any,
+    clips: Clips,
+    draws: jax.Array,
+    *,
+    domain: Domain = RFFT(),
+    config: SearchConfig = SearchConfig(),
+    active: Any = None,
+    mesh: Mesh | None = None,
+    mesh_axis: str | None = None,
+    target_only: bool = False,
+) -> Walk:
+    """:func:`walk` in rounds of ``config.round_iters`` iterations, each clip stopping after the
+    round where its top set is stable (``config.stop_overlap``; see :class:`SearchConfig`).
+
+    One compiled call, traceable like :func:`walk`: a ``lax.while_loop`` over rounds (each round a
+    walk of ``round_iters`` iterations, the stopping rule evaluated on the device) that ends once
+    every clip has stopped. Without stopping (``stop_overlap=None``) it equals :func:`walk` over
+    all the draws: the same credits, queries and depths. A stopped clip's :class:`Walk` is that of
+    the iterations it walked (``Walk.iterations``), its later iterations' credit zero.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jsuff.evaluate import prepare
+        >>> from jsuff.domains import Time
+        >>> apply = lambda p, x: jnp.stack([x[:, :4].sum(-1), x[:, 4:].sum(-1)], axis=-1)
+        >>> clips = prepare(apply, None, jnp.ones((1, 64)), domain=Time())
+        >>> cfg = SearchConfig(iters=8, round_iters=2, stop_cells=4, stop_overlap=0.5)
+        >>> draws = iteration_draws(jax.random.key(0)[None], iters=cfg.iters, tree_depth=cfg.tree_depth)
+        >>> w = walk_rounds(apply, None, clips, draws, domain=Time(), config=cfg)
+        >>> int(w.iterations[0]) in (4, 6, 8)  # it may stop after round 2 or 3
+        True
+    """
+    iters = draws.shape[1]
+    size = iters if config.round_iters is None else min(config.round_iters, iters)
+    params, plan, act, thresholds = _walk_args(
+        params, clips, draws, domain, config, active, mesh, mesh_axis, target_only, size
+    )
+    last_plan = None
+    if iters % size:
+        last_plan = _walk_args(params, clips, draws, domain, config, active, mesh, mesh_axis, target_only,
+                               iters % size)[1]
+    cells = int(np.prod(plan.grid))
+    rule = _Rule(size, min(config.stop_cells, cells), config.stop_overlap,
+                 config.map_combination == "multiplicative")
+    return _walk_rounds(
+        params, clips.coeffs, clips.targets, thresholds, act, draws, apply_fn=apply_fn, plan=plan,
+        last_plan=last_plan, rule=rule,
+    )
 
 
 def merge_walks(parts: Iterable[Walk], combination: str = "additive") -> Walk:
     """One :class:`Walk` from walks of the same clips over disjoint iterations, in order (see
     :func:`walk`): credits summed (additive) or their iterations side by side (multiplicative),
-    queries summed, the deepest depth kept."""
+    queries and iterations summed, the deepest depth kept."""
     parts = list(parts)
     if combination == "multiplicative":
         credits = jnp.concatenate([p.credits for p in parts], axis=1)
@@ -742,6 +956,7 @@ def merge_walks(parts: Iterable[Walk], combination: str = "additive") -> Walk:
         credits,
         functools.reduce(jnp.add, [p.queries for p in parts]),
         functools.reduce(jnp.maximum, [p.depth for p in parts]),
+        functools.reduce(jnp.add, [p.iterations for p in parts]),
     )
 
 
@@ -760,7 +975,8 @@ def maps_of(w: Walk, clips: Clips, grid: tuple[int, ...], combination: str = "ad
     maps = xp.moveaxis(combined, -1, 1).reshape((n, combined.shape[-1], *grid))
     if traced:
         return SearchResult(
-            maps.astype(jnp.float32), clips.targets, clips.confidence.astype(jnp.float32), w.queries, w.depth
+            maps.astype(jnp.float32), clips.targets, clips.confidence.astype(jnp.float32), w.queries, w.depth,
+            w.iterations,
         )
     return SearchResult(
         maps=maps.astype(np.float32),
@@ -768,6 +984,7 @@ def maps_of(w: Walk, clips: Clips, grid: tuple[int, ...], combination: str = "ad
         target_confidence=np.asarray(clips.confidence, np.float32),
         queries=np.asarray(w.queries, np.int64),
         depth=np.asarray(w.depth),
+        iterations=np.asarray(w.iterations, np.int64),
     )
 
 
@@ -788,7 +1005,9 @@ def responsibility_maps(
     """Causal responsibility maps of one or several clips (see the module docstring).
 
     The walk is one compiled call per (model, grid, clips, settings); nothing waits for the
-    device until it returns. Called with traced arguments (inside the caller's ``jax.jit`` or
+    device until it returns. With ``config.round_iters`` and ``config.stop_overlap`` set (the
+    default) the iterations are walked in rounds and each clip stops once its top set is stable
+    (:func:`walk_rounds`, inside the same compiled call); else :func:`walk` over all ``iters``. Called with traced arguments (inside the caller's ``jax.jit`` or
     ``jax.vmap``: over clips, keys, targets or parameters) it is traced into the caller's
     program and returns the :class:`SearchResult` as traced arrays, equal to the host call's up
     to float32 rounding of the maps (see :func:`maps_of`); traced clips are checked for their
@@ -851,7 +1070,8 @@ def responsibility_maps(
         clips = prepare(apply_fn, params, waveforms, domain=domain, min_box_size=config.min_box_size, targets=targets)
     n, t = clips.waveforms.shape
     draws = iteration_draws(clip_keys(key, n), iters=config.iters, tree_depth=config.tree_depth)
-    w = walk(
+    stops = config.stop_overlap is not None and config.round_iters is not None and config.round_iters < config.iters
+    w = (walk_rounds if stops else walk)(
         apply_fn, params, clips, draws, domain=domain, config=config, active=active, mesh=mesh, mesh_axis=axis,
         target_only=target_only,
     )
@@ -903,8 +1123,9 @@ def responsibility_loop(
     model one candidate per call (the way ReX queries 1-D data).
 
     It shares only the random split of a box with the batched search; masks, credit (float64
-    ``1/|A|``) and the choice of the next job are independent NumPy code. It is the reference the
-    batched search is tested against and the baseline of ``benchmarks/search_throughput.py``.
+    ``1/|A|``), the choice of the next job and the rule that stops the search after a round
+    (``SearchConfig.stop_overlap``) are independent NumPy code. It is the reference the batched
+    search is tested against and the baseline of ``benchmarks/search_throughput.py``.
     """
     clips = prepare(apply_fn, params, waveform, domain=domain, targets=target)
     if clips.waveforms.shape[0] != 1:
@@ -917,9 +1138,35 @@ def responsibility_loop(
     threshold = conf * np.float32(config.confidence_filter)
     split = _loop_splitter(two_d, config.cut_rule == "rex")
     num_classes = clips.logits.shape[1]
-    per_iteration = []
+    per_iteration: list[np.ndarray] = []
     queries, deepest = 0, -1
-    for words in np.asarray(iteration_draws(clip_keys(key, 1), iters=config.iters, tree_depth=config.tree_depth))[0]:
+
+    def merged() -> np.ndarray:
+        if config.map_combination == "additive":
+            return np.sum(per_iteration, axis=0)
+        # as ReX merges: start at 1, multiply by each iteration's 1 + credit, rescale to max 1
+        out = np.ones((num_classes, r, w), np.float64)
+        for credit in per_iteration:
+            out *= 1.0 + credit
+            out /= out.max(axis=(1, 2), keepdims=True)
+        out[~np.any(per_iteration, axis=(0, 2, 3))] = 0.0  # ReX has no map for a class never credited
+        return out
+
+    round_iters = config.round_iters or config.iters
+    tops: list[set[int]] = []  # the target's top set after each round
+    draws = np.asarray(iteration_draws(clip_keys(key, 1), iters=config.iters, tree_depth=config.tree_depth))[0]
+    for i, words in enumerate(draws):
+        if config.stop_overlap is not None and i > 0 and i % round_iters == 0:
+            # the rule, after each round but the last; additive credits are multiples of 1/6,
+            # rounded back to them so that float sums tie where the exact credits do
+            score = merged()[tgt].reshape(-1)
+            score = np.rint(score * CREDIT_UNIT) if config.map_combination == "additive" else score
+            tops.append(set(np.lexsort((np.arange(score.size), -score))[: config.stop_cells].tolist()))
+            done = len(tops)  # compare with the top set after round done // 2
+            if done >= 2 and score.max() > 0 and (
+                len(tops[-1] & tops[done // 2 - 1]) >= config.stop_overlap * len(tops[-1])
+            ):
+                break
         maps = np.zeros((num_classes, r, w), np.float64)
         per_iteration.append(maps)
         parent = np.ones((r, w), bool)
@@ -959,20 +1206,14 @@ def responsibility_loop(
             if best is None:
                 break
             _, parent, job = best
-    if config.map_combination == "additive":
-        maps = np.sum(per_iteration, axis=0)
-    else:  # as ReX merges: start at 1, multiply by each iteration's 1 + credit, rescale to max 1
-        maps = np.ones((num_classes, r, w), np.float64)
-        for credit in per_iteration:
-            maps *= 1.0 + credit
-            maps /= maps.max(axis=(1, 2), keepdims=True)
-        maps[~np.any(per_iteration, axis=(0, 2, 3))] = 0.0  # ReX has no map for a class never credited
+    maps = merged()
     return SearchResult(
         maps=maps.reshape((maps.shape[0], *grid))[None].astype(np.float32),
         targets=np.array([tgt]),
         target_confidence=np.array([conf], np.float32),
         queries=np.array([queries]),
         depth=np.array([deepest]),
+        iterations=np.array([len(per_iteration)]),
     )
 
 

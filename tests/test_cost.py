@@ -47,6 +47,31 @@ def test_query_counts_follow_the_walk():
         stft.expected_search_queries, stft.expected_extract_queries)
 
 
+def test_expected_counts_are_the_counts_of_a_typical_explanation(monkeypatch):
+    # the estimate's typical explanation made to be this one: the counts are what it asked
+    cost_module = importlib.import_module("jsuff.cost")
+    shallow = SearchConfig(iters=12, tree_depth=0)  # every iteration asks the root's 14 mutants
+    for extract in (jsuff.ExtractConfig(), jsuff.ExtractConfig(prefixes_first_call=256),
+                    jsuff.ExtractConfig(certify=False), jsuff.ExtractConfig(mode="contrastive")):
+        e = explain(band_mlp, LOUDEST, loudest_clip(), config=shallow, extract=extract, key=KEY)
+        chunks = -(-int(e.mask.sum()) // e.chunk_size)
+        assert e.search_iterations < shallow.iters and chunks >= 1, (e.search_iterations, chunks)
+        monkeypatch.setattr(cost_module, "TYPICAL_STOP_ITERATIONS", e.search_iterations)
+        monkeypatch.setattr(cost_module, "TYPICAL_SET_CHUNKS", chunks)
+        cost = estimate_cost(band_mlp, LOUDEST, loudest_clip(), config=shallow, extract=extract, calibrate=False)
+        assert cost.expected_search_queries == e.search_queries == 14 * e.search_iterations
+        # the clip, its empty and full signals, the scan, the certificate, the final check
+        assert cost.expected_extract_queries == e.queries - e.search_queries, extract
+    # a search that walks all its iterations is expected to
+    walks = SearchConfig(iters=12, tree_depth=0, stop_overlap=None)
+    assert estimate_cost(band_mlp, LOUDEST, loudest_clip(), config=walks, calibrate=False).expected_search_queries == 168
+    # a stopping search is expected to stop at TYPICAL_STOP_ITERATIONS, in whole rounds, after round 2 at the earliest
+    monkeypatch.setattr(cost_module, "TYPICAL_STOP_ITERATIONS", 5)
+    for round_iters, walked in ((2, 6), (1, 5), (4, 8), (12, 12)):
+        cfg = SearchConfig(iters=12, tree_depth=0, round_iters=round_iters)
+        assert clip_queries(257, cfg, jsuff.ExtractConfig(), "cpu")[0] == 14 * walked
+
+
 def test_the_calibration_times_a_batch_of_candidates_once_compiled():
     cost = estimate_cost(band_mlp, LOUDEST, loudest_clip(), config=CFG)
     assert cost.seconds_per_batch > 0 and cost.compile_seconds >= 0

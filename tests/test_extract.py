@@ -7,7 +7,9 @@ import dataclasses
 import jax
 import numpy as np
 import pytest
+from jax.sharding import Mesh
 
+from jsuff import extract as extract_module
 from jsuff.domains import RFFT
 from jsuff.extract import (
     ExtractConfig,
@@ -88,8 +90,10 @@ def test_problem_reports_clip_empty_and_full(graded, graded_and_queries):
 
 def test_sufficient_contrastive_and_complete_differ_as_planted(graded):
     ranking = rank(planted(150, 170, 90, 180), 1)
-    # {150} already makes band 2 the loudest (found in the first block: prefixes 1..256)
-    assert sufficient_prefix(graded, ranking) == (1, 256)
+    # {150} already makes band 2 the loudest: the growing scan asks prefix 1 alone; a scan whose
+    # first block is the widest asks prefixes 1..256 in one call
+    assert sufficient_prefix(graded, ranking) == (1, 1)
+    assert sufficient_prefix(_with(graded, prefixes_first_call=256), ranking) == (1, 256)
     # removing {150} leaves 1.8 in band 2 against 1 in band 1; removing {150, 170} flips it
     assert contrastive_prefix(graded, ranking)[0] == 2
     # {150, 170} (conf 0.71) and {+90} (0.61) stay below the clip's 0.78; {+180} reaches it
@@ -122,6 +126,92 @@ def test_scans_do_not_depend_on_prefixes_per_call(both, per_call):
     assert contrastive_prefix(blocks, ranking)[0] == 3
     ex = _extract_one(both, planted(5, 40, 208), prefixes_per_call=per_call)
     assert np.flatnonzero(ex.mask).tolist() == [5, 40, 208]
+
+
+# thirteen chunks of one bin before the scan reaches a sufficient prefix (the 12th holds 40, the
+# 13th 208): several blocks of a growing scan
+DEEP = planted(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 40, 208)
+
+
+def _asked(k: int, first: int, widest: int) -> int:
+    """Prefixes a scan asks before it stops at prefix k: whole blocks of first, 2 first, ...
+    (at most widest), up to the block that holds k (written apart from the module's loop)."""
+    blocks = [min(first * 2**j, widest) for j in range(64)]
+    ends = np.cumsum(blocks)  # block j covers prefixes ends[j-1]+1 .. ends[j]
+    return int(ends[np.searchsorted(ends, k)])
+
+
+@pytest.mark.parametrize(
+    "per_call, first", [(1, 1), (2, 1), (7, 1), (256, 1), (7, 3), (5, 16), (256, 256), (256, None)]
+)
+def test_scans_do_not_depend_on_the_schedule(both, per_call, first):
+    blocks = _with(both, prefixes_per_call=per_call, prefixes_first_call=first)
+    ranking = rank(DEEP, 1)
+    k, queries = sufficient_prefix(blocks, ranking)
+    start = min(first or 1, per_call)  # None: 1 on this CPU
+    assert k == 13 and queries == _asked(13, start, per_call)
+    if start == 1:
+        assert queries < 2 * 13  # a growing scan asks fewer than twice the prefixes it needs
+    assert contrastive_prefix(blocks, ranking)[0] == 13
+    assert complete_prefix(blocks, ranking, 13)[0] == complete_prefix(both, ranking, 13)[0]
+    for mode in ("sufficient", "contrastive"):
+        ex = _extract_one(both, DEEP, prefixes_per_call=per_call, prefixes_first_call=first, prune=True, mode=mode)
+        assert np.flatnonzero(ex.mask).tolist() == [40, 208] and ex.minimal and ex.verified
+    # pruning's search for the longest run of drops follows the schedule too
+    (pruned, cert), _ = prune(blocks, ranking, np.arange(ranking.num_chunks) < 13)
+    assert cert.minimal and ranking.order[np.flatnonzero(pruned)].tolist() == [40, 208]
+
+
+def test_the_certificate_does_not_ask_what_the_scan_answered(both):
+    # prefix 3 = {5, 40, 208} is the first sufficient one; its certificate removes chunks 0 and 1
+    # (2 rows): without chunk 2 it is prefix 2, which the scan found not sufficient
+    ex = _extract_one(both, planted(5, 40, 208))
+    assert ex.removable == (0,) and ex.minimal is False
+    assert ex.queries == _asked(3, 1, 256) + 2 + 2  # scan, certificate, final check
+    # a one-chunk set: without it, the empty signal (known); the scan's one prefix and the check
+    one = _extract_one(both, planted(5, 40, 208), chunk_size=3)
+    assert one.minimal and one.queries == 1 + 0 + 2
+
+
+@pytest.mark.parametrize("total", [0, 1, 2, 3, 5, 63, 64, 65, 127, 255, 256, 300, 513, 1000])
+@pytest.mark.parametrize("per_call, batch, unit", [(256, 64, 1), (64, 64, 1), (96, 48, 1), (256, 64, 4), (12, 12, 4)])
+def test_call_sizes_pad_nothing_but_the_device_rounding(total, per_call, batch, unit):
+    sizes = extract_module._call_sizes(total, per_call, batch, unit)
+    assert 0 <= sum(sizes) - total < unit  # only the rounding to the device count is padding
+    assert all(s % unit == 0 and s <= per_call for s in sizes)
+    assert sum(sizes[:-1]) < total or not sizes  # the padding, if any, is in the last call
+    allowed = {per_call, batch} | {unit * 2**j for j in range(12) if unit * 2**j < batch}
+    assert set(sizes) <= allowed
+
+
+@pytest.fixture
+def call_rows(monkeypatch):
+    """The rows of every model call the extraction makes, as it makes them."""
+    rows = []
+    counted = extract_module._classify_sets
+
+    def counting(*args, **kwargs):
+        rows.append(args[4].shape[0])
+        return counted(*args, **kwargs)
+
+    monkeypatch.setattr(extract_module, "_classify_sets", counting)
+    return rows
+
+
+@pytest.mark.parametrize("devices", [1, 4])
+def test_queries_are_the_rows_the_model_evaluates(call_rows, devices):
+    if len(jax.devices()) < devices:
+        pytest.skip("needs 4 devices (tests/conftest.py forces 4 host CPU devices)")
+    rows = call_rows
+    mesh = Mesh(np.array(jax.devices()[:devices]), ("cand",)) if devices > 1 else None
+    clips = np.stack([graded_clip(), tone(90, UNIT) + tone(20, 0.5 * UNIT), graded_clip()])
+    maps = np.stack([planted(150, 170, 90, 180), planted(90, 20), DEEP])
+    problem, queries = for_clips(band_mlp, LOUDEST, RFFT(), clips, ExtractConfig(chunk_size=1, prune=True), mesh=mesh)
+    assert sum(rows) == int(queries.sum()) - 3  # the clips themselves are classified by prepare()
+    rows.clear()
+    found = extract(problem, maps)
+    assert sum(rows) == sum(e.queries for e in found) and all(r % devices == 0 for r in rows)
+    assert [e.verified and e.minimal for e in found] == [True, True, True]
 
 
 def test_certificate_finds_a_removable_chunk_and_pruning_removes_it(both):
@@ -192,17 +282,8 @@ def test_chunk_size_is_the_granularity_extract_uses(both):
     assert for_clips(band_mlp, BOTH, RFFT(), both_clip())[0].config.chunk_size == 10
 
 
-def test_clips_batched_together_equal_one_at_a_time(monkeypatch):
-    from jsuff import extract as extract_module
-
-    calls = []
-    counted = extract_module._classify_sets
-
-    def counting(*args, **kwargs):
-        calls.append(args[4].shape[0])
-        return counted(*args, **kwargs)
-
-    monkeypatch.setattr(extract_module, "_classify_sets", counting)
+def test_clips_batched_together_equal_one_at_a_time(call_rows):
+    calls = call_rows
     # band 2 wins; band 1 wins; band 0 wins, as on the empty signal (the trivial case)
     clips = np.stack([graded_clip(), tone(90, UNIT) + tone(20, 0.5 * UNIT), tone(20, UNIT)])
     maps = np.stack([planted(150, 170, 90, 180), planted(90, 20), np.zeros(BINS, np.float32)])

@@ -37,7 +37,8 @@ def _compiled_stages() -> tuple[int, ...]:
     """JAX's own cache sizes of the search's jitted stages for band_mlp (a retrace adds one)."""
     return (
         search.iteration_draws._cache_size(),
-        search._walk.cache_size(band_mlp),
+        # the walk, one round of all iterations or in rounds (CFG's default): either's retrace counts
+        search._walk.cache_size(band_mlp) + search._walk_rounds.cache_size(band_mlp),
         evaluate.analyze_and_predict.cache_size(band_mlp),
     )
 
@@ -286,8 +287,15 @@ def test_iterations_in_rounds_equal_one_walk(loudest):
         for got, want in zip(merged, whole, strict=True):
             np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
         assert sum(int(r.queries[0]) for r in rounds) == int(whole.queries[0]) > 0
-        if cfg is CFG:  # and the result is responsibility_maps'
-            np.testing.assert_array_equal(search.maps_of(merged, clips, (257,)).maps, loudest.maps)
+        if cfg is CFG:  # and the result is responsibility_maps' without stopping
+            walked = responsibility_maps(band_mlp, LOUDEST, loudest_clip(), config=dataclasses.replace(
+                CFG, stop_overlap=None), key=KEY)
+            np.testing.assert_array_equal(search.maps_of(merged, clips, (257,)).maps, walked.maps)
+            # CFG's default stops after a whole number of rounds: the merge of the rounds it walked
+            done = int(loudest.iterations[0]) // 2
+            assert 0 < done < 3
+            np.testing.assert_array_equal(search.maps_of(search.merge_walks(rounds[:done]), clips, (257,)).maps,
+                                          loudest.maps)
     with pytest.raises(ValueError, match="draws must be"):
         search.walk(band_mlp, LOUDEST, clips, draws[0], config=CFG)
 

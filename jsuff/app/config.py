@@ -141,6 +141,9 @@ _RULES: dict[str, dict[str, Any]] = {
         "confidence_filter": Field(ge=0, le=1),
         "max_batch": _GE1,
         "compute_dtype": Literal[COMPUTE_DTYPES],
+        "round_iters": _GE1,
+        "stop_cells": _GE1,
+        "stop_overlap": Field(gt=0, le=1),
     },
     "extract": {
         "mode": Literal[MODES],
