@@ -243,3 +243,32 @@ def test_duration_format():
     from jsuff.progress import duration
 
     assert [duration(s) for s in (0.4, 59.6, 61, 3599, 3600, 7384)] == ["0s", "1m00s", "1m01s", "59m59s", "1h00m", "2h03m"]
+
+
+def test_explain_stopping_options_reach_the_search(toy, tmp_path, capsys):
+    d = SearchConfig()
+    parser = build_parser()
+    args = parser.parse_args(["explain", "m", "a.wav", "--out", "o"])
+    assert (args.round_iters, args.stop_cells, args.stop_overlap, args.no_stop) == (
+        d.round_iters, d.stop_cells, d.stop_overlap, False)
+    for bad in ("1.5", "0", "x"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["explain", "m", "a.wav", "--stop-overlap", bad])
+        assert "expected a number in (0, 1]" in capsys.readouterr().err
+    # --no-stop walks every iteration; each of the three options changes where this clip stops (with
+    # the default of any one of them it walks 4 iterations, with all three given 2), as in the library
+    assert _explain(toy, tmp_path / "all", "--iters", "12", "--no-stop", "--quiet") == 0
+    assert json.loads((tmp_path / "all" / "summary.json").read_text())["search_iterations"] == 12
+    assert _explain(toy, tmp_path / "stop", "--iters", "12", "--round-iters", "1", "--stop-cells", "50",
+                    "--stop-overlap", "0.5", "--quiet") == 0
+    from jsuff import explain
+    from jsuff.audio import load_audio
+    from jsuff.models import load_model
+
+    model = load_model(toy / "model")
+    x = model.prepare(load_audio(toy / "clip.wav", SR)[0])
+    want = explain(model, x, config=SearchConfig(iters=12, tree_depth=3, min_box_size=8, round_iters=1, stop_cells=50,
+                                                 stop_overlap=0.5), key=0, quiet=True)
+    got = json.loads((tmp_path / "stop" / "summary.json").read_text())
+    assert got["search_iterations"] == want.search_iterations == 2
+    np.testing.assert_array_equal(np.load(tmp_path / "stop" / "arrays.npz")["mask"], want.mask)

@@ -143,6 +143,17 @@ def _positive(text: str) -> int:
     return v
 
 
+def _fraction(text: str) -> float:
+    """An argparse type: a number in (0, 1]."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
+    if not 0.0 < v <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {v:g}")
+    return v
+
+
 # What a grid cell is called in each domain, for the summary line.
 _CELLS = {"rfft": "bins", "stft": "tiles", "time": "segments"}
 
@@ -178,6 +189,15 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
                    help="deepest box depth refined (default: %(default)s)")
     p.add_argument("--min-box-size", "--min-box", dest="min_box_size", type=_positive, default=search.min_box_size,
                    metavar="N", help="a box with fewer cells is not split (default: %(default)s)")
+    p.add_argument("--round-iters", dest="round_iters", type=_positive, default=search.round_iters, metavar="N",
+                   help="iterations per round; after each round a clip may stop (default: %(default)s)")
+    p.add_argument("--stop-cells", dest="stop_cells", type=_positive, default=search.stop_cells, metavar="N",
+                   help="the top set the stopping rule watches: this many top cells (default: %(default)s)")
+    p.add_argument("--stop-overlap", dest="stop_overlap", type=_fraction, default=search.stop_overlap, metavar="F",
+                   help="stop once this share of the top set was already the top set with half the rounds, "
+                        "in (0, 1] (default: %(default)s)")
+    p.add_argument("--no-stop", action="store_true",
+                   help="walk all --iters iterations (ReX's behaviour; --round-iters and --stop-* are ignored)")
     p.add_argument("--mode", default=extract.mode, choices=list(MODES),
                    help="which set to extract from the responsibility map (default: %(default)s)")
     p.add_argument("--target", metavar="LABEL",
@@ -243,7 +263,9 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     x, _ = load_audio(args.audio, model.sample_rate)
     x = model.prepare(x)  # what explain(model, x) explains; the figure shows it
     domain = get_domain(args.domain)
-    cfg = SearchConfig(iters=args.iters, tree_depth=args.tree_depth, min_box_size=args.min_box_size)
+    cfg = SearchConfig(iters=args.iters, tree_depth=args.tree_depth, min_box_size=args.min_box_size,
+                       round_iters=None if args.no_stop else args.round_iters, stop_cells=args.stop_cells,
+                       stop_overlap=None if args.no_stop else args.stop_overlap)
     with warnings.catch_warnings():
         warnings.simplefilter("always", CostWarning)
         warnings.showwarning = _cli_warning  # a grid far larger than usual: said before the run
