@@ -760,15 +760,26 @@ def _walk_args(
     confidence thresholds; ``draws`` is checked."""
     axis = resolve_axis(mesh, mesh_axis)
     params = replicate(params, mesh)
-    n, t = clips.waveforms.shape
+    n = clips.waveforms.shape[0]
     expected = (n, config.tree_depth + 1, _SLOTS, 3)
     if draws.ndim != 5 or (draws.shape[0], *draws.shape[2:]) != expected:
         raise ValueError(
             f"draws must be [N, iterations, tree_depth + 1, 3, 3] = [{n}, I, {config.tree_depth + 1}, 3, 3] "
             f"(iteration_draws), got shape {draws.shape}"
         )
+    plan = _plan(clips, domain, config, mesh, axis, target_only, iters)
+    act = jnp.ones(n, bool) if active is None else jnp.broadcast_to(jnp.asarray(active, bool), (n,))
+    return params, plan, act, clips.confidence * jnp.float32(config.confidence_filter)
+
+
+def _plan(
+    clips: Clips, domain: Domain, config: SearchConfig, mesh: Mesh | None, axis: str | None, target_only: bool,
+    iters: int,
+) -> _Plan:
+    """The static plan of a compiled walk of ``iters`` iterations of ``clips`` at once."""
+    n, t = clips.waveforms.shape
     batch = resolve_batch(config.max_batch, mesh, axis, len(SUBSETS))
-    plan = _Plan(
+    return _Plan(
         domain=domain,
         grid=tuple(domain.grid_shape(t)),
         classes=1 if target_only else int(clips.logits.shape[1]),
@@ -783,8 +794,6 @@ def _walk_args(
         mesh=mesh,
         axis=axis,
     )
-    act = jnp.ones(n, bool) if active is None else jnp.broadcast_to(jnp.asarray(active, bool), (n,))
-    return params, plan, act, clips.confidence * jnp.float32(config.confidence_filter)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -931,9 +940,8 @@ def walk_rounds(
         params, clips, draws, domain, config, active, mesh, mesh_axis, target_only, size
     )
     last_plan = None
-    if iters % size:
-        last_plan = _walk_args(params, clips, draws, domain, config, active, mesh, mesh_axis, target_only,
-                               iters % size)[1]
+    if iters % size:  # the last, shorter round: the same walk with another plan
+        last_plan = _plan(clips, domain, config, plan.mesh, plan.axis, target_only, iters % size)
     cells = int(np.prod(plan.grid))
     rule = _Rule(size, min(config.stop_cells, cells), config.stop_overlap,
                  config.map_combination == "multiplicative")
