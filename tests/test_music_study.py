@@ -93,3 +93,10 @@ def test_cli_music_and_demo_music(monkeypatch, tmp_path, capsys):
     assert main(["music", "--iters", "99", "--quiet", "--no-report"]) == 2
     assert calls[-1][2]["report"] is False and calls[-1][2]["quiet"] is True
     assert "jsuff music: the genre study needs" in capsys.readouterr().err
+    # numbers the study cannot use are refused when parsed, before any conversion or excerpt
+    n = len(calls)
+    for flag, bad in (("--iters", "0"), ("--per-genre", "-1"), ("--depth", "x"), ("--chunk", "0")):
+        with pytest.raises(SystemExit):
+            main(["music", flag, bad])
+        assert "expected a" in capsys.readouterr().err
+    assert len(calls) == n
